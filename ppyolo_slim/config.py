@@ -1,0 +1,239 @@
+"""YAML configs with ``_BASE_`` inheritance and ``-o key=value`` overrides.
+
+``DEFAULTS`` is the schema: a key it does not have is an error that names the key and
+the file (or the ``-o`` flag) it came from; so is a value of the wrong type.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, Iterable, List, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# Sections are dicts. A section listed in FREE_FORM may hold any keys.
+DEFAULTS: Dict[str, Any] = {
+    "model": {
+        "scale": "n",              # n/s/m/l/x, or give the multiples below
+        "depth_multiple": None,
+        "width_multiple": None,
+        "anchors": None,           # None: the YOLOv5 defaults (P3/P4/P5)
+    },
+    "data": "shapes",              # a data YAML (ultralytics), a COCO json spec, or "shapes" (embedded set)
+    "img_size": 320,
+    "epochs": 30,
+    "batch_size": 16,
+    "nominal_batch_size": 64,      # gradient accumulation up to this batch, as ultralytics
+    "workers": 2,
+    "output_dir": "output/train",
+    "weights": None,               # initial weights (.pdparams); channels come from them
+    "resume": False,
+    "seed": 0,
+    "device": "auto",              # auto, cpu, gpu, gpu:N
+    "amp": False,                  # GPU only
+    "cache_images": False,
+    "optimizer": {
+        "type": "SGD",             # SGD (momentum, nesterov), Adam, AdamW
+        "lr0": 0.01,
+        "lrf": 0.01,               # final LR = lr0 * lrf
+        "momentum": 0.937,
+        "weight_decay": 0.0005,
+        "nesterov": True,
+    },
+    "schedule": {
+        "type": "cosine",          # cosine or linear
+        "warmup_epochs": 3.0,
+        "warmup_momentum": 0.8,
+        "warmup_bias_lr": 0.1,
+    },
+    "loss": {
+        "box": 0.05,
+        "obj": 1.0,
+        "cls": 0.5,
+        "cls_pw": 1.0,
+        "obj_pw": 1.0,
+        "anchor_t": 4.0,
+        "label_smoothing": 0.0,
+        "balance": [4.0, 1.0, 0.4],
+    },
+    "augment": {
+        "mosaic": 1.0,             # probability
+        "hsv_h": 0.015,
+        "hsv_s": 0.7,
+        "hsv_v": 0.4,
+        "degrees": 0.0,
+        "translate": 0.1,
+        "scale": 0.5,
+        "shear": 0.0,
+        "fliplr": 0.5,
+        "flipud": 0.0,
+    },
+    "ema": {"enabled": True, "decay": 0.9999, "tau": 2000},
+    "eval": {
+        "interval": 1,             # epochs between evaluations
+        "conf_thres": 0.001,
+        "iou_thres": 0.6,
+        "max_det": 300,
+        "batch_size": 16,
+    },
+    "sparsity": {
+        "enabled": False,
+        "rate": 1.0e-4,            # s in s*sign(gamma)
+        "schedule": "constant",    # constant, linear (to final_rate), cosine (to final_rate)
+        "final_rate": 1.0e-5,
+        "exclude_detect_inputs": True,   # the BNs feeding Detect keep no penalty
+        "bottleneck_rate": None,   # rate for BNs inside residual bottlenecks (None: same rate)
+    },
+    "log": {
+        "visualdl": True,
+        "interval": 10,            # steps between scalar logs
+        "images": 4,               # val images drawn per eval
+    },
+    "prune": {
+        "ratio": 0.875,            # share of prunable channels removed (0.875: 8x fewer)
+        "threshold": None,         # or an |gamma| threshold
+        "min_channels": 8,         # floor per layer, never zero
+        "round_to": 1,             # round kept counts up to a multiple (8 for tensor cores)
+        "compensate": True,        # fold removed channels' constant SiLU(beta) into consumers
+        "criterion": "bn_scale",   # bn_scale, l1_norm, fpgm
+    },
+    "export": {
+        "opset": 13,
+        "dynamic_batch": False,
+        "nms": False,
+    },
+    "pipeline": {
+        "scale": 1.0,              # multiplies epochs of every stage, for real runs
+        "finetune_epochs": 15,
+    },
+}
+FREE_FORM: set = set()
+
+
+def _check(cfg: Dict[str, Any], schema: Dict[str, Any], source: str, prefix: str = "") -> None:
+    for k, v in cfg.items():
+        path = f"{prefix}{k}"
+        if k == "_BASE_":
+            continue
+        if k not in schema:
+            raise ConfigError(f"{source}: unknown config key '{path}'"
+                              + (f"; known keys here: {', '.join(sorted(schema))}" if schema else ""))
+        d = schema[k]
+        if isinstance(d, dict) and path not in FREE_FORM:
+            if not isinstance(v, dict):
+                raise ConfigError(f"{source}: '{path}' must be a mapping of keys, got {v!r}")
+            _check(v, d, source, path + ".")
+        elif d is not None and v is not None:
+            ok = (isinstance(v, type(d)) or (isinstance(d, float) and isinstance(v, int)
+                                             and not isinstance(v, bool)))
+            if isinstance(d, int) and not isinstance(d, bool) and isinstance(v, bool):
+                ok = False
+            if not ok:
+                raise ConfigError(f"{source}: '{path}' must be {type(d).__name__}, got {v!r}")
+
+
+def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k == "_BASE_":
+            continue
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            d = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: a config must be a mapping, got {type(d).__name__}")
+    return d
+
+
+def _load_file(path: str, seen: tuple = ()) -> Dict[str, Any]:
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"{path}: _BASE_ cycle through {' -> '.join(seen)}")
+    d = _read_yaml(path)
+    _check(d, DEFAULTS, path)
+    bases = d.get("_BASE_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _BASE_ must be a file name or a list of them")
+    merged: Dict[str, Any] = {}
+    for b in bases:
+        merged = _merge(merged, _load_file(os.path.join(os.path.dirname(path), b), seen + (path,)))
+    return _merge(merged, d)
+
+
+def parse_override(item: str) -> Dict[str, Any]:
+    """'optimizer.lr0=0.001' -> {'optimizer': {'lr0': 0.001}} (value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"-o {item}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"-o {item}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"-o {item}: value is not valid YAML ({e})") from None
+    out: Dict[str, Any] = {}
+    cur = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+class Config(dict):
+    """A dict with attribute access (cfg.optimizer.lr0) and where it came from."""
+
+    def __getattr__(self, k):
+        try:
+            v = self[k]
+        except KeyError:
+            raise AttributeError(k) from None
+        return Config(v) if isinstance(v, dict) and not isinstance(v, Config) else v
+
+    def __setattr__(self, k, v):
+        self[k] = v
+
+    def to_dict(self) -> Dict[str, Any]:
+        return copy.deepcopy(dict(self))
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Config:
+    """DEFAULTS <- path (with its _BASE_ chain) <- each ``-o key=value``."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        cfg = _merge(cfg, _load_file(path))
+    for item in overrides or ():
+        o = parse_override(item)
+        _check(o, DEFAULTS, f"-o {item}")
+        cfg = _merge(cfg, o)
+    c = Config(cfg)
+    c["_source"] = os.path.abspath(path) if path else None
+    return c
+
+
+def dump_config(cfg: Dict[str, Any], path: str) -> None:
+    from .model.weights import atomic_write_bytes
+    d = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    atomic_write_bytes(path, yaml.safe_dump(d, sort_keys=False).encode())

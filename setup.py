@@ -1,0 +1,46 @@
+"""ppyolo-slim. Dependency set from shared/STACK.md (checked together on Python 3.11, CPU).
+
+GPU machines: ``PPYOLO_SLIM_GPU=1 pip install -e ".[gpu]"`` installs paddlepaddle-gpu
+in place of the CPU wheel (both in one environment break each other).
+"""
+import os
+
+from setuptools import find_packages, setup
+
+GPU = os.environ.get("PPYOLO_SLIM_GPU", "") not in ("", "0")
+PADDLE = "paddlepaddle-gpu==2.6.2" if GPU else "paddlepaddle==2.6.2"
+
+install_requires = [
+    PADDLE,                     # 2.6.2: the last Paddle PaddleSlim 2.6 supports (3.x breaks it, trap 1)
+    "paddleslim==2.6.0",        # newest release; pins opencv-python==4.6.0.66 itself
+    "paddle2onnx==1.3.1",       # exports what Paddle 2.6 jit.save writes; 2.x targets Paddle 3 PIR
+    "numpy>=1.21,<2",           # Paddle 2.6 and opencv 4.6 are built against numpy 1.x
+    "onnx>=1.14",
+    "onnxruntime>=1.16",
+    "visualdl==2.5.3",          # PR curves broken on numpy>=1.24 (trap 6): we draw our own
+    "pycocotools>=2.0.6",
+    "opencv-python>=4.6",
+    "pyyaml>=5.4",
+    "tqdm>=4.60",
+    "matplotlib>=3.5",
+    "scikit-learn<1.8",         # pulled in by paddleslim; 1.9 segfaults on import after paddle
+    "protobuf>=3.20",
+]
+
+extras = {
+    "gpu": ["paddlepaddle-gpu==2.6.2"],
+    "test": ["pytest>=7", "hypothesis>=6.80"],
+    "convert": ["torch>=1.8"],  # only to write .pt files in tests; the converter reads .pt without torch
+}
+
+setup(
+    name="ppyolo-slim",
+    version="0.1.0",
+    description="YOLOv5 in PaddlePaddle: L1-sparse training, PaddleSlim channel pruning, "
+                "paddle2onnx export and a hand-built TensorRT network",
+    packages=find_packages(include=["ppyolo_slim", "ppyolo_slim.*"]),
+    python_requires=">=3.8",
+    install_requires=install_requires,
+    extras_require=extras,
+    include_package_data=True,
+)
