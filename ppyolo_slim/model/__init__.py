@@ -15,13 +15,14 @@ def netspec_from_meta(meta: ModelMeta) -> NetSpec:
     return expand(meta.nc, meta.depth_multiple, meta.width_multiple, meta.anchors)
 
 
-def build_model(meta: ModelMeta, state: Optional[Mapping[str, np.ndarray]] = None):
+def build_model(meta: ModelMeta, state: Optional[Mapping[str, np.ndarray]] = None,
+                source: str = "weights"):
     """A YOLOv5 Layer for ``meta``; with ``state``, shaped by and loaded from it."""
     from .yolo import YOLOv5
     shapes = {k: v.shape for k, v in state.items()} if state is not None else None
     model = YOLOv5(netspec_from_meta(meta), shapes)
     if state is not None:
-        assign_state(model, state)
+        assign_state(model, state, source=source)
     return model
 
 
@@ -62,11 +63,15 @@ def assign_state(model, state: Mapping[str, Any], strict: bool = True,
 def model_from_weights(path: str):
     """(model, meta) for a .pdparams; the model's widths come from the file's shapes."""
     state, meta_d = load_weights(path)
-    meta = ModelMeta.from_dict(meta_d or {"nc": infer_nc({k: v.shape for k, v in state.items()}) or 80})
     try:
-        model = build_model(meta, state)
-    except (WeightShapeError, CheckpointError) as e:
-        raise type(e)(f"{path}: {e}") from None
+        meta = ModelMeta.from_dict(meta_d or {"nc": infer_nc({k: v.shape for k, v in state.items()}) or 80})
+    except (CheckpointError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad metadata record ({e})") from None
+    try:
+        model = build_model(meta, state, source=path)
+    except WeightShapeError as e:
+        msg = str(e)
+        raise WeightShapeError(msg if msg.startswith(path) else f"{path}: {msg}") from None
     return model, meta
 
 

@@ -80,5 +80,5 @@ class Upsample(nn.Layer):
 
 
 class Concat(nn.Layer):
-    def forward(self, xs):
+    def forward(self, *xs):
         return paddle.concat(xs, axis=1)

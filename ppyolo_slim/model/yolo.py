@@ -44,7 +44,7 @@ class Detect(nn.Layer):
             self._grids[key] = paddle.to_tensor(grid)
         return self._grids[key]
 
-    def forward(self, xs: List[paddle.Tensor]):
+    def forward(self, *xs: paddle.Tensor):
         raw, z = [], []
         for i in range(self.nl):
             x = self.m[i](xs[i])
@@ -74,7 +74,6 @@ class YOLOv5(nn.Layer):
         self.net = net
         self.resolved = resolve(net, shapes)
         self.model = nn.LayerList([_BLOCKS[r.spec.block](r, net) for r in self.resolved])
-        self._keep = {s for r in self.resolved for s in r.spec.src}
         if shapes is None:
             self.model[-1].init_biases()
 
@@ -90,12 +89,8 @@ class YOLOv5(nn.Layer):
         saved = {-2: x}
         for r, layer in zip(self.resolved, self.model):
             src = r.spec.src
-            inp = [saved[s] for s in src] if len(src) > 1 else saved[src[0]]
-            x = layer(inp)
+            x = layer(*[saved[s] for s in src])   # varargs so paddle.flops' hooks see tensors
             saved[r.spec.index] = x
-            # only the previous output and skip sources are needed later
-            if r.spec.index + 1 < len(self.resolved) and r.spec.index not in self._keep:
-                pass
         return x
 
 
