@@ -1,0 +1,173 @@
+"""Drawing, image inference (boxes back in original pixels) and tools/infer.py."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import ppyolo_slim  # noqa: F401
+from ppyolo_slim.engine.draw import class_color, draw_detections
+from ppyolo_slim.engine.predict import (check_img_size, infer_images, list_images, read_image_rgb,
+                                        run_predictor)
+from test_eval_helpers import BG, ColourFinder, load_tool, write_rect_image
+
+try:
+    from ppyolo_slim.data import letterbox  # noqa: F401
+    HAVE_DATA = True
+except ImportError:
+    HAVE_DATA = False
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason="ppyolo_slim.data.letterbox not available yet")
+
+
+def test_draw_detections_draws_boxes_in_class_colour():
+    img = np.zeros((80, 120, 3), np.uint8)
+    dets = np.array([[20, 30, 60, 70, 0.87, 1]], np.float32)
+    out = draw_detections(img, dets, ["a", "b"], line_width=2)
+    assert img.max() == 0 and out.shape == img.shape and out.dtype == np.uint8   # a copy
+    col = np.array(class_color(1))
+    assert (out[50, 20] == col).all() and (out[50, 60] == col).all() and (out[70, 40] == col).all()
+    assert out[50, 40].max() == 0 and out[74:, 64:].max() == 0        # inside / far away untouched
+    label = out[10:30, 20:60]                                          # the label sits above the box
+    assert (label == col).all(-1).mean() > 0.3 and (label != col).any(-1).any()   # background + text
+    assert draw_detections(img, np.zeros((0, 6)), ["a"]).max() == 0
+    out = draw_detections(img, np.array([[0, 0, 30, 30, 0.5, 7]]), ["a"])          # unknown id: drawn
+    assert out.max() > 0
+    with pytest.raises(ValueError, match="uint8"):
+        draw_detections(img.astype(np.float32), dets, ["a", "b"])
+
+
+def test_list_and_read_images(tmp_path):
+    write_rect_image(str(tmp_path / "b.png"), 64, 32, [])
+    write_rect_image(str(tmp_path / "a.jpg"), 64, 32, [])
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("x")
+    files = list_images(str(tmp_path))
+    assert [os.path.basename(f) for f in files] == ["a.jpg", "b.png", "bad.jpg", "empty.png"]
+    assert read_image_rgb(files[1]).shape == (32, 64, 3)
+    assert read_image_rgb(files[2]) is None and read_image_rgb(files[3]) is None
+    assert read_image_rgb(str(tmp_path / "missing.png")) is None
+    assert list_images(str(tmp_path / "*.png")) == [str(tmp_path / "b.png"), str(tmp_path / "empty.png")]
+    with pytest.raises(FileNotFoundError, match="nope"):
+        list_images(str(tmp_path / "nope"))
+
+
+def test_run_predictor_feeds_fixed_batches():
+    f = ColourFinder(batch=2)
+    x = np.zeros((5, 3, 64, 64), np.float32)
+    assert run_predictor(f, x).shape == (5, 16, 7) and f.calls == [2, 2, 2]
+
+
+def test_check_img_size():
+    assert check_img_size(64) == (64, None)
+    size, warn = check_img_size(70)
+    assert size == 96 and "multiple of 32" in warn
+    fixed = ColourFinder()
+    fixed.fixed_size, fixed.img_size = True, 96
+    assert check_img_size(None, fixed) == (96, None)
+    with pytest.raises(ValueError, match="exported for 96"):
+        check_img_size(64, fixed)
+
+
+@needs_data
+def test_infer_images_maps_boxes_back_to_original_pixels(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    # 128x96 and 96x128 both letterbox to 64 at ratio 0.5 (pads 8 px): exact with even coordinates
+    want = {"wide.png": write_rect_image(str(src / "wide.png"), 128, 96, [(10, 20, 40, 50, 0), (60, 10, 120, 90, 1)]),
+            "tall.png": write_rect_image(str(src / "tall.png"), 96, 128, [(2, 2, 30, 40, 1)])}
+    summary = infer_images(ColourFinder(), list_images(str(src)), str(tmp_path / "out"), 64, log=lambda m: None)
+    assert summary["images"] == 2 and not summary["skipped"]
+    for name, (boxes, classes) in want.items():
+        rec = json.loads((tmp_path / "out" / name.replace(".png", ".json")).read_text())
+        got = sorted((d["box"], d["class_id"], d["class_name"]) for d in rec["detections"])
+        exp = sorted((b.tolist(), int(c), ["red", "green"][c]) for b, c in zip(boxes, classes))
+        assert [g[1:] for g in got] == [e[1:] for e in exp]
+        np.testing.assert_allclose([g[0] for g in got], [e[0] for e in exp], atol=1e-3)
+        assert all(d["score"] == pytest.approx(0.9) for d in rec["detections"])
+        drawn = read_image_rgb(str(tmp_path / "out" / name))
+        assert drawn.shape == (rec["height"], rec["width"], 3)
+        assert (drawn != BG).any(-1).sum() > (read_image_rgb(str(src / name)) != BG).any(-1).sum()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    meta = ModelMeta(nc=2, names=["red", "green"], img_size=64)
+    model = build_model(meta)
+    path = str(tmp_path_factory.mktemp("w") / "tiny.pdparams")
+    save_weights(path, model.state_dict(), meta)
+    return path
+
+
+@needs_data
+def test_infer_tool_end_to_end(tiny_weights, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_rect_image(str(src / "one.png"), 96, 64, [(10, 10, 40, 40, 0)])
+    write_rect_image(str(src / "two.jpg"), 64, 80, [(20, 20, 50, 60, 1)])
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    rc = load_tool("infer").main(["--weights", tiny_weights, "--source", str(src), "--output", str(out),
+                                  "--conf-thres", "0.001", "--max-det", "5", "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "broken.png" in text and "skip" in text
+    assert sorted(os.listdir(out)) == ["one.json", "one.png", "two.jpg", "two.json"]
+    for stem, (h, w) in (("one", (64, 96)), ("two", (80, 64))):
+        rec = json.loads((out / f"{stem}.json").read_text())
+        assert (rec["height"], rec["width"]) == (h, w) and rec["img_size"] == 64
+        assert 0 < len(rec["detections"]) <= 5
+        for d in rec["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
+            assert d["class_name"] == ["red", "green"][d["class_id"]] and 0.001 < d["score"] <= 1
+        scores = [d["score"] for d in rec["detections"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_infer_tool_bad_inputs_are_clear_errors(tiny_weights, tmp_path, capsys):
+    infer = load_tool("infer")
+    src = tmp_path / "src"
+    src.mkdir()
+    write_rect_image(str(src / "one.png"), 64, 64, [])
+    assert infer.main(["--weights", tiny_weights, "--source", str(src), "--output", str(src)]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert infer.main(["--weights", str(tmp_path / "none.pdparams"), "--source", str(src),
+                       "--output", str(tmp_path / "o")]) == 2
+    assert "none.pdparams" in capsys.readouterr().err
+    assert infer.main(["--onnx", str(tmp_path / "none.onnx"), "--source", str(src),
+                       "--output", str(tmp_path / "o")]) == 2
+    assert "none.onnx" in capsys.readouterr().err
+    (tmp_path / "junk.pdparams").write_bytes(b"junk")
+    assert infer.main(["--weights", str(tmp_path / "junk.pdparams"), "--source", str(src),
+                       "--output", str(tmp_path / "o")]) == 2
+    assert "junk.pdparams" in capsys.readouterr().err
+
+
+@needs_data
+def test_backends_dispatch_through_the_registry(tmp_path, monkeypatch, capsys):
+    from ppyolo_slim.engine import predict
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"stand-in")
+    src = tmp_path / "src"
+    src.mkdir()
+    write_rect_image(str(src / "x.png"), 128, 96, [(10, 20, 40, 50, 1)])
+    monkeypatch.setitem(predict.BACKENDS, "onnx", "ppyolo_slim.no_such_module:Nope")
+    assert load_tool("infer").main(["--onnx", str(model), "--source", str(src), "--output", str(tmp_path / "o")]) == 2
+    assert "--onnx is not available" in capsys.readouterr().err
+    monkeypatch.setitem(predict.BACKENDS, "onnx", "test_eval_helpers:colour_finder_backend")
+    assert load_tool("infer").main(["--onnx", str(model), "--source", str(src), "--output", str(tmp_path / "o")]) == 0
+    rec = json.loads((tmp_path / "o" / "x.json").read_text())
+    assert rec["model"] == str(model) and rec["img_size"] == 64
+    assert [(d["box"], d["class_name"]) for d in rec["detections"]] == [([10, 20, 40, 50], "green")]
+
+
+def test_engine_imports_without_paddle():
+    import subprocess
+    import sys
+    code = ("import sys, ppyolo_slim.engine as e; from ppyolo_slim.engine import postprocess, evaluate, "
+            "predict, draw; e.non_max_suppression; assert 'paddle' not in sys.modules, 'paddle imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Score a model on the val split of its data with pycocotools' COCOeval.
+
+  python tools/eval.py -c configs/base.yml --weights output/train/best.pdparams
+  python tools/eval.py --weights best.pdparams --data data/my.yaml --img-size 640
+
+Writes eval.json beside the weights (or to --output) and prints a per-class table.
+"""
+import argparse
+import json
+import os
+import sys
+
+try:
+    import ppyolo_slim  # noqa: F401  first: it owns the native import order
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import ppyolo_slim  # noqa: F401
+
+
+def parse_args(argv=None):
+    from ppyolo_slim.engine.predict import add_predictor_args
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", help="config YAML (data, img_size, eval.* thresholds)")
+    add_predictor_args(p)
+    p.add_argument("--data", help="data YAML / COCO json spec / 'shapes' (overrides the config's data)")
+    p.add_argument("--img-size", type=int, help="input size (default: the config's img_size, "
+                   "or the model's own size without -c)")
+    p.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size")
+    p.add_argument("--conf-thres", type=float, help="default: the config's eval.conf_thres (0.001)")
+    p.add_argument("--iou-thres", type=float, help="NMS IoU; default: the config's eval.iou_thres (0.6)")
+    p.add_argument("--max-det", type=int, help="detections kept per image; default: eval.max_det (300)")
+    p.add_argument("--output", help="report path (default: eval.json beside the model)")
+    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. -o eval.batch_size=8 (repeatable)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from ppyolo_slim.config import ConfigError, load_config
+    from ppyolo_slim.engine.evaluate import evaluate_on_data, format_table
+    from ppyolo_slim.engine.predict import PredictorUnavailable, check_img_size, predictor_from_args
+    from ppyolo_slim.model import CheckpointError, WeightShapeError
+    from ppyolo_slim.model.weights import atomic_write_bytes
+
+    try:
+        cfg = load_config(args.config, args.opt)
+        predictor = predictor_from_args(args)
+        size = args.img_size or (cfg.img_size if args.config or any(o.startswith("img_size=") for o in args.opt)
+                                 else (predictor.img_size or cfg.img_size))
+        img_size, warning = check_img_size(size, predictor)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        ev = cfg.eval
+        report = evaluate_on_data(
+            predictor, args.data or cfg.data, img_size,
+            batch_size=args.batch_size or ev.batch_size,
+            conf_thres=ev.conf_thres if args.conf_thres is None else args.conf_thres,
+            iou_thres=ev.iou_thres if args.iou_thres is None else args.iou_thres,
+            max_det=args.max_det or ev.max_det, progress=sys.stderr.isatty())
+    except (ConfigError, CheckpointError, WeightShapeError, PredictorUnavailable,
+            FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model_path = args.weights or args.onnx or args.model_dir
+    out = args.output or os.path.join(
+        model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path)), "eval.json")
+    atomic_write_bytes(out, (json.dumps(report, indent=1) + "\n").encode())
+    print(format_table(report))
+    print(f"mAP@0.5:0.95 {report['map50_95']:.4f}  mAP@0.5 {report['map50']:.4f}  "
+          f"({report['num_images']} images, {report['time_s']:.1f} s)  -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
