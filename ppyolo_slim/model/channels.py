@@ -119,11 +119,9 @@ def resolve(net: NetSpec, shapes: Optional[Mapping[str, Sequence[int]]] = None,
             no = net.na * net.no
             for i, s in enumerate(L.src):
                 key = f"{L.name}.m.{i}.weight"
-                if w.shapes:
-                    got = w.shapes.get(key)
-                    want = (no, ch[s], 1, 1)
-                    if got is None:
-                        raise WeightShapeError(f"{key}: missing from the weights")
+                got = w.shapes.get(key)   # absent: a new head (fine-tuning to another nc)
+                want = (no, ch[s], 1, 1)
+                if got is not None:
                     if got != want:
                         hint = ""
                         if got[0] != no and got[0] % net.na == 0:

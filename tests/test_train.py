@@ -1,0 +1,121 @@
+"""Training at a tiny scale: outputs, dashboards, resume, divergence, determinism, multi-process."""
+import os
+
+import numpy as np
+import pytest
+
+import ppyolo_slim
+from conftest import tiny_train_overrides
+from ppyolo_slim.config import load_config
+from ppyolo_slim.engine.trainer import TrainingDiverged, train
+from ppyolo_slim.model import load_weights
+
+
+def _cfg(tiny_data, out, config="configs/sparse.yml", **extra):
+    return load_config(config, tiny_train_overrides(tiny_data, out, **extra))
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = train(_cfg(tiny_data, out), progress=False)
+    return out, summary
+
+
+def test_run_writes_weights_results_and_metadata(two_epochs):
+    out, summary = two_epochs
+    for f in ("best.pdparams", "last.pdparams", "last.state", "results.json", "config.yml"):
+        assert (out / f).is_file(), f
+    assert len(summary["history"]) == 2 and "map50_95" in summary["history"][-1]
+    model = ppyolo_slim.load_model(str(out / "best.pdparams"))
+    assert model.meta.names == ["circle", "square", "triangle", "star", "cross"][:model.nc]
+    assert model.meta.made_by["stage"] == "sparse" and model.meta.img_size == 64
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+
+def test_visualdl_logs_read_back(two_epochs):
+    from visualdl import LogReader
+    out, _ = two_epochs
+    logdir = out / "vdl"
+    files = [f for f in os.listdir(logdir) if f.startswith("vdlrecords")]
+    reader = LogReader(file_path=str(logdir / files[0]))
+    tags = reader.get_tags()
+    scalars = set(tags["scalar"])
+    for t in ("train/box_loss", "train/obj_loss", "train/cls_loss", "lr/weights", "time/step_ms",
+              "val/mAP50", "val/mAP50-95", "sparsity/share_below_1e-2", "sparsity/share_below_1e-3"):
+        assert t in scalars, (t, scalars)
+    assert "sparsity/gamma_abs" in tags["histogram"]
+    assert len(tags["image"]) == 2
+    steps = [r.id for r in reader.get_data("scalar", "val/mAP50")]
+    assert steps == [0, 1]
+
+
+def _weights(path):
+    state, _ = load_weights(str(path))
+    return state
+
+
+class _StopAfter:
+    """Interrupts training right after an epoch's checkpoint is written, like a kill would."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, epoch, record):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tiny_data, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(_cfg(tiny_data, straight, epochs=3), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_data, split, epochs=3), progress=False, callbacks=[_StopAfter(1)])
+    train(_cfg(tiny_data, split, epochs=3), resume=str(split / "last.pdparams"), progress=False)
+    a, b = _weights(straight / "last.pdparams"), _weights(split / "last.pdparams")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_two_runs_with_one_seed_give_the_same_weights(tiny_data, tmp_path):
+    train(_cfg(tiny_data, tmp_path / "a", epochs=1), progress=False)
+    train(_cfg(tiny_data, tmp_path / "b", epochs=1), progress=False)
+    a, b = _weights(tmp_path / "a" / "last.pdparams"), _weights(tmp_path / "b" / "last.pdparams")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    c = tmp_path / "c"
+    train(_cfg(tiny_data, c, epochs=1, seed=1), progress=False)
+    assert any(not np.array_equal(a[k], v) for k, v in _weights(c / "last.pdparams").items())
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "nan"
+    train(_cfg(tiny_data, out, epochs=1, nominal_batch_size=8), progress=False)
+    before = (out / "last.pdparams").read_bytes(), (out / "last.state").read_bytes()
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step \d+: .*(loss|gradients)") as e:
+        train(_cfg(tiny_data, out, epochs=2, nominal_batch_size=8, **{"optimizer.lr0": 1e12}),
+              resume=str(out / "last.pdparams"),
+              progress=False)
+    assert "intact" in str(e.value)
+    assert ((out / "last.pdparams").read_bytes(), (out / "last.state").read_bytes()) == before
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_end_with_identical_weights(tiny_data, tmp_path):
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "tools/train.py", "-c", "configs/sparse.yml", "--nprocs", "2", "--no-progress"]
+    for o in tiny_train_overrides(tiny_data, out, epochs=1, **{"log.images": 0}):
+        cmd += ["-o", o]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    digests = res["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    # rank 0 alone writes: one VisualDL record file, one set of checkpoints
+    assert len([f for f in os.listdir(out / "vdl") if f.startswith("vdlrecords")]) == 1
+    assert sorted(f for f in os.listdir(out) if f.endswith((".pdparams", ".state"))) == \
+        ["best.pdparams", "last.pdparams", "last.state"]
