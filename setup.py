@@ -25,12 +25,14 @@ install_requires = [
     "matplotlib>=3.5",
     "scikit-learn<1.8",         # pulled in by paddleslim; 1.9 segfaults on import after paddle
     "protobuf>=3.20",
+    "setuptools<81",            # paddleslim 2.6 imports pkg_resources, which setuptools 81+ no longer ships
 ]
 
 extras = {
     "gpu": ["paddlepaddle-gpu==2.6.2"],
     "test": ["pytest>=7", "hypothesis>=6.80"],
-    "convert": ["torch>=1.8"],  # only to write .pt files in tests; the converter reads .pt without torch
+    # The converter reads .pt files without torch; torch only writes them in tests/test_convert.py.
+    "convert": ["torch>=1.8", "setuptools<81"],
 }
 
 setup(
