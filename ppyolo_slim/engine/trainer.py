@@ -310,6 +310,8 @@ class Trainer:
 
     def _optimizer_step(self, epoch_float: float, epoch: int, i: int):
         if self.sparsity is not None:
+            if self.scaler is not None:   # the L1 term must see true gradients, not AMP-scaled ones
+                self.scaler.unscale_(self.optimizer.opt)
             self.sparsity.apply(epoch_float)
         bad = [p.name for p in self.core.parameters()
                if p.grad is not None and not bool(paddle.isfinite(p.grad).all())]

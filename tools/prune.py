@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Prune a sparse-trained YOLOv5 with PaddleSlim (BN-scale criterion, one global threshold).
+
+    python tools/prune.py                                   # configs/prune.yml, output/sparse/best.pdparams
+    python tools/prune.py -c configs/prune.yml --weights W.pdparams --ratio 0.875 --output DIR
+    python tools/prune.py --threshold 0.01 --round-to 8 --eval --sensitivity -o prune.min_channels=4
+
+Writes DIR/pruned.pdparams (stands alone: its shapes are the model), DIR/prune_report.json,
+DIR/gamma_hist.png, DIR/channels_per_layer.png, and with --sensitivity DIR/sensitivity.{json,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import ppyolo_slim  # noqa: E402,F401  (owns native import order; before paddle)
+
+DEFAULT_CONFIG = "configs/prune.yml"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("-c", "--config", default=None, help=f"config YAML (default {DEFAULT_CONFIG})")
+    p.add_argument("--weights", help="checkpoint to prune (default: the config's weights)")
+    p.add_argument("--ratio", type=float, help="share of prunable channels to remove (0.875: 8x fewer)")
+    p.add_argument("--threshold", type=float, help="|gamma| threshold instead of a ratio")
+    p.add_argument("--output", help="output folder (default: the config's output_dir)")
+    p.add_argument("--min-channels", type=int, help="floor of channels kept per layer (>= 1)")
+    p.add_argument("--round-to", type=int, help="round kept channel counts up to a multiple")
+    p.add_argument("--no-compensate", action="store_true", help="do not fold removed channels' constants")
+    p.add_argument("--eval", action="store_true", help="mAP on val before and right after pruning")
+    p.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N val images")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="PaddleSlim sensitivity analysis (9 ratios per layer) on a slice of val first")
+    p.add_argument("--sensitivity-images", type=int, default=32, help="val images per sensitivity eval")
+    p.add_argument("--sensitivity-layers", nargs="*", help="only these layers (e.g. model.2 model.9)")
+    p.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    return p.parse_args(argv)
+
+
+def _config_path(arg):
+    if arg:
+        return arg
+    if os.path.isfile(DEFAULT_CONFIG):
+        return DEFAULT_CONFIG
+    return os.path.join(_ROOT, DEFAULT_CONFIG)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from ppyolo_slim.config import ConfigError, load_config
+    from ppyolo_slim.data import DataError
+    from ppyolo_slim.engine.evaluate import EvaluationError
+    from ppyolo_slim.model import CheckpointError, WeightShapeError
+    from ppyolo_slim.slim.compensate import CompensationError
+    from ppyolo_slim.slim.pruner import PruneCoverageError, PruneError
+    from ppyolo_slim.slim.workflow import prune_checkpoint, val_evaluator
+
+    try:
+        cfg = load_config(_config_path(args.config), args.opt)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pc = cfg["prune"]
+    weights = args.weights or cfg["weights"]
+    if not weights:
+        print("error: no weights to prune: give --weights or set 'weights' in the config", file=sys.stderr)
+        return 2
+    if not os.path.isfile(weights):
+        hint = ""
+        if not args.weights:
+            hint = ("\nTrain the sparse model first:\n    python tools/train.py -c configs/sparse.yml\n"
+                    "or give the checkpoint: python tools/prune.py --weights path/to/best.pdparams")
+        print(f"error: {weights}: no such weights file{hint}", file=sys.stderr)
+        return 2
+    threshold = args.threshold if args.threshold is not None else pc["threshold"]
+    ratio = args.ratio if args.ratio is not None else pc["ratio"]
+    if args.ratio is not None and args.threshold is not None:
+        print("error: give --ratio or --threshold, not both", file=sys.stderr)
+        return 2
+    if args.ratio is not None:
+        threshold = None
+    try:
+        evaluate = val_evaluator(cfg, args.eval_images) if args.eval else None
+        sens_eval = None
+        if args.sensitivity:
+            ev = val_evaluator(cfg, args.sensitivity_images)
+
+            def sens_eval(model, ev=ev):
+                v = ev(model)["map50_95"]
+                return 0.0 if v is None else float(v)    # None: nothing detected at all
+        prune_checkpoint(
+            weights, args.output or cfg["output_dir"], ratio=ratio, threshold=threshold,
+            min_channels=args.min_channels if args.min_channels is not None else pc["min_channels"],
+            round_to=args.round_to if args.round_to is not None else pc["round_to"],
+            compensate=pc["compensate"] and not args.no_compensate, criterion=pc["criterion"],
+            img_size=cfg["img_size"], evaluate=evaluate, sensitivity_eval=sens_eval,
+            sensitivity_layers=args.sensitivity_layers)
+    except (PruneError, PruneCoverageError, CompensationError, CheckpointError, WeightShapeError,
+            FileNotFoundError, ConfigError, DataError, EvaluationError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
