@@ -353,18 +353,12 @@ class Trainer:
         return {"gamma_below_1e-2": vals["sparsity/share_below_1e-2"],
                 "gamma_below_1e-3": vals["sparsity/share_below_1e-3"], "gamma_l1": vals["sparsity/gamma_l1"]}
 
-    def predict_fn(self, model):
-        def fn(images: np.ndarray) -> np.ndarray:
-            with paddle.no_grad():
-                return model(paddle.to_tensor(images)).numpy()
-        return fn
-
     def evaluate(self, epoch: int) -> Dict[str, Any]:
         from .evaluate import evaluate_model
+        from .predict import DygraphPredictor
         ecfg = self.cfg["eval"]
         model = self.eval_model()
-        model.eval()
-        metrics, dets = evaluate_model(self.predict_fn(model), self.data.val, self.names,
+        metrics, dets = evaluate_model(DygraphPredictor(model, self.names), self.data.val, self.names,
                                        int(self.cfg["img_size"]), int(ecfg["batch_size"]),
                                        float(ecfg["conf_thres"]), float(ecfg["iou_thres"]),
                                        int(ecfg["max_det"]))

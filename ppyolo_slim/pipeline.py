@@ -1,0 +1,178 @@
+"""The whole job in one call: sparse training, 8x pruning, fine-tuning, evaluation of each
+stage, export, the TensorRT network (built for real where TensorRT and a GPU exist, else
+checked on the CPU), and a summary table.
+
+Stages talk through files under one output folder. ``pipeline_state.json`` (written
+atomically after each stage) records what finished, so a rerun continues from the first
+unfinished stage; a training stage interrupted midway resumes from its ``last.state``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .config import Config, load_config
+from .model.weights import atomic_write_bytes
+
+STAGES = ("sparse", "prune", "finetune", "export", "deploy", "summary")
+MODELS = ("sparse", "pruned", "finetuned")
+
+
+def _stage_config(path: str, overrides: Sequence[str], out: str, extra: Sequence[str]) -> Config:
+    return load_config(path, list(overrides) + list(extra) + [f"output_dir={out}"])
+
+
+class Pipeline:
+    def __init__(self, output: str = "output/pipeline", overrides: Sequence[str] = (),
+                 configs: Optional[Dict[str, str]] = None, fresh: bool = False,
+                 progress: bool = True, log: Callable[[str], None] = print):
+        self.out = os.path.abspath(output)
+        self.overrides = list(overrides)
+        self.configs = {"sparse": "configs/sparse.yml", "prune": "configs/prune.yml",
+                        "finetune": "configs/finetune.yml", **(configs or {})}
+        self.progress, self.log = progress, log
+        base = load_config(self.configs["sparse"], self.overrides)   # validates overrides early
+        self.scale = float(base["pipeline"]["scale"])
+        self.finetune_epochs = int(base["pipeline"]["finetune_epochs"])
+        self.state_file = os.path.join(self.out, "pipeline_state.json")
+        self.state = self._load_state(fresh)
+
+    # ---- state ---------------------------------------------------------------------------
+    def _load_state(self, fresh: bool) -> Dict[str, Any]:
+        if not fresh and os.path.isfile(self.state_file):
+            with open(self.state_file, "r", encoding="utf-8") as f:
+                st = json.load(f)
+            if st.get("overrides") != self.overrides:
+                raise ValueError(f"{self.state_file}: this folder holds a run with other settings "
+                                 f"({st.get('overrides')}); use --fresh to start over, or another --output")
+            return st
+        return {"overrides": self.overrides, "done": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def _save_state(self) -> None:
+        atomic_write_bytes(self.state_file, json.dumps(self.state, indent=1, default=_plain).encode())
+
+    def path(self, *p: str) -> str:
+        return os.path.join(self.out, *p)
+
+    # ---- stages --------------------------------------------------------------------------
+    def run(self, until: Optional[str] = None) -> Dict[str, Any]:
+        os.makedirs(self.out, exist_ok=True)
+        for stage in STAGES:
+            if stage in self.state["done"]:
+                self.log(f"[pipeline] {stage}: done before, skipped")
+            else:
+                self.log(f"[pipeline] {stage} ...")
+                t0 = time.time()
+                result = getattr(self, f"stage_{stage}")()
+                result["seconds"] = round(time.time() - t0, 1)
+                self.state["done"][stage] = result
+                self._save_state()
+            if stage == until:
+                break
+        return self.state
+
+    def _epochs(self, n: int) -> int:
+        return max(1, int(round(n * self.scale)))
+
+    def _train(self, stage: str, extra: List[str]) -> Dict[str, Any]:
+        from .engine.trainer import train
+        out = self.path(stage)
+        cfg = _stage_config(self.configs[stage], self.overrides, out, extra)
+        last = os.path.join(out, "last.pdparams")
+        resume = last if os.path.isfile(os.path.join(out, "last.state")) else None
+        if resume:
+            self.log(f"[pipeline] {stage}: resuming from {last}")
+        summary = train(cfg, resume=resume, progress=self.progress)
+        return {"weights": summary["best"], "train_s": summary["train_s"], "epochs": summary["epochs"],
+                "best_map50_95": summary["best_fitness"]}
+
+    def stage_sparse(self):
+        base = load_config(self.configs["sparse"], self.overrides)
+        return self._train("sparse", [f"epochs={self._epochs(int(base['epochs']))}"])
+
+    def stage_prune(self):
+        from .slim.workflow import prune_checkpoint, val_evaluator
+        cfg = _stage_config(self.configs["prune"], self.overrides, self.path("prune"), [])
+        p = cfg["prune"]
+        rep = prune_checkpoint(self.state["done"]["sparse"]["weights"], self.path("prune"),
+                               ratio=None if p["threshold"] is not None else p["ratio"],
+                               threshold=p["threshold"], min_channels=int(p["min_channels"]),
+                               round_to=int(p["round_to"]), compensate=bool(p["compensate"]),
+                               criterion=p["criterion"], img_size=int(cfg["img_size"]),
+                               evaluate=val_evaluator(cfg), log=self.log)
+        return {"weights": rep["paths"]["weights"], "report": rep["paths"]["report"]}
+
+    def stage_finetune(self):
+        return self._train("finetune", [f"weights={self.state['done']['prune']['weights']}",
+                                        f"epochs={self._epochs(self.finetune_epochs)}"])
+
+    def _weights(self) -> Dict[str, str]:
+        d = self.state["done"]
+        return {"sparse": d["sparse"]["weights"], "pruned": d["prune"]["weights"],
+                "finetuned": d["finetune"]["weights"]}
+
+    def stage_export(self):
+        from .export.exporter import export_model
+        cfg = load_config(self.configs["sparse"], self.overrides)
+        out = {}
+        for name, w in self._weights().items():
+            rep = export_model(w, self.path("export", name), img_size=int(cfg["img_size"]), batch=1)
+            out[name] = {"dir": self.path("export", name), "onnx": os.path.join(self.path("export", name), "model.onnx")}
+            out[name]["max_diff"] = {k: v for k, v in rep.items() if "diff" in k}
+        return out
+
+    def stage_deploy(self):
+        deploy_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
+        sys.path.insert(0, os.path.dirname(deploy_dir))
+        from deploy.trt_compat import gpu_status, import_tensorrt, TensorRTUnavailable
+        cfg = load_config(self.configs["sparse"], self.overrides)
+        size = int(cfg["img_size"])
+        try:
+            import_tensorrt()
+            have_gpu, why = gpu_status()
+        except TensorRTUnavailable as e:
+            have_gpu, why = False, str(e).splitlines()[0]
+        result: Dict[str, Any] = {"tensorrt": have_gpu, "why": why}
+        if have_gpu:
+            from deploy.engine import EngineOptions, build_engine
+            for name in ("sparse", "finetuned"):
+                eng = self.path("deploy", f"{name}.engine")
+                result[name] = build_engine(self._weights()[name], eng, EngineOptions(img_size=size),
+                                            log=self.log)
+        else:   # the same layer calls, executed in NumPy and compared with Paddle
+            from deploy.check import check_against_paddle
+            for name in ("sparse", "finetuned"):
+                rep = check_against_paddle(self._weights()[name], img_size=size)
+                result[name] = {"cpu_check_max_abs_diff": rep.max_abs_diff, "passed": rep.passed,
+                                "layers": rep.layers}
+                if not rep.passed:
+                    raise RuntimeError(f"deploy check failed for {name}: max abs diff {rep.max_abs_diff}")
+        return result
+
+    def stage_summary(self):
+        from .summary import summarize
+        cfg = load_config(self.configs["sparse"], self.overrides)
+        exports = self.state["done"]["export"]
+        onnx = {k: exports[k]["onnx"] for k in MODELS}
+        rows = summarize(self._weights(), onnx, cfg, self.out, log=self.log)
+        rows["wall_s"] = sum(self.state["done"][s].get("seconds", 0) for s in self.state["done"])
+        return rows
+
+
+def _plain(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def run_pipeline(output: str = "output/pipeline", overrides: Sequence[str] = (), fresh: bool = False,
+                 until: Optional[str] = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+    return Pipeline(output, overrides, fresh=fresh, progress=progress, log=log).run(until)
