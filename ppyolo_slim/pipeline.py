@@ -120,8 +120,11 @@ class Pipeline:
         from .export.exporter import export_model
         cfg = load_config(self.configs["sparse"], self.overrides)
         out = {}
+        ex = cfg["export"]
         for name, w in self._weights().items():
-            rep = export_model(w, self.path("export", name), img_size=int(cfg["img_size"]), batch=1)
+            rep = export_model(w, self.path("export", name), img_size=int(cfg["img_size"]),
+                               batch=None if ex["dynamic_batch"] else 1, opset=int(ex["opset"]),
+                               nms=bool(ex["nms"]), log=self.log)
             out[name] = {"dir": self.path("export", name), "onnx": os.path.join(self.path("export", name), "model.onnx")}
             out[name]["max_diff"] = {k: v for k, v in rep.items() if "diff" in k}
         return out

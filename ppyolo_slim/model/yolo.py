@@ -37,12 +37,14 @@ class Detect(nn.Layer):
 
     def _grid(self, i: int, ny: int, nx: int):
         key = (i, ny, nx)
-        if key not in self._grids:
+        grid = self._grids.get(key) if paddle.in_dynamic_mode() else None
+        if grid is None:
             yv, xv = np.meshgrid(np.arange(ny, dtype="float32"), np.arange(nx, dtype="float32"),
                                  indexing="ij")
-            grid = np.stack((xv, yv), -1)[None, None] - 0.5            # [1,1,ny,nx,2]
-            self._grids[key] = paddle.to_tensor(grid)
-        return self._grids[key]
+            grid = paddle.to_tensor(np.stack((xv, yv), -1)[None, None] - 0.5)   # [1,1,ny,nx,2]
+            if paddle.in_dynamic_mode():   # a tensor made while tracing must not be reused eagerly
+                self._grids[key] = grid
+        return grid
 
     def forward(self, *xs: paddle.Tensor):
         raw, z = [], []
