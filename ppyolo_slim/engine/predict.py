@@ -28,9 +28,10 @@ from .postprocess import non_max_suppression, scale_boxes
 BACKENDS: Dict[str, str] = {
     "weights": "ppyolo_slim.engine.predict:DygraphPredictor.from_weights",
     "onnx": "ppyolo_slim.export.runtime:OnnxPredictor",                   # export helper (issue 6)
-    "model_dir": "ppyolo_slim.export.runtime:PaddleInferencePredictor",   # export helper (issue 6)
+    "model_dir": "ppyolo_slim.export.runtime:PaddleInferencePredictor",
+    "engine": "deploy.trt_runtime:TrtPredictor",   # needs TensorRT and a GPU; run from the repo root
 }
-BACKEND_FLAGS = {"weights": "--weights", "onnx": "--onnx", "model_dir": "--model-dir"}
+BACKEND_FLAGS = {"weights": "--weights", "onnx": "--onnx", "model_dir": "--model-dir", "engine": "--engine"}
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -126,6 +127,7 @@ def add_predictor_args(parser, required: bool = True) -> None:
     g.add_argument("--onnx", help="an exported model.onnx (ONNX Runtime)")
     g.add_argument("--model-dir", dest="model_dir",
                    help="an exported Paddle inference model folder (Paddle Inference)")
+    g.add_argument("--engine", help="a TensorRT engine built by deploy/trt_build.py (TensorRT and a GPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu, gpu or gpu:N (default auto)")
 
 
@@ -134,7 +136,7 @@ def predictor_from_args(args) -> Predictor:
         path = getattr(args, kind, None)
         if path:
             return load_predictor(kind, path, device=args.device)
-    raise ValueError("give one of --weights, --onnx or --model-dir")
+    raise ValueError("give one of --weights, --onnx, --model-dir or --engine")
 
 
 def run_predictor(predict_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:

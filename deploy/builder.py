@@ -1,0 +1,351 @@
+"""Emit a YOLOv5 as TensorRT layers, one call at a time, from a ppyolo-slim ``.pdparams``.
+
+The builder walks the same layer list the Paddle model is built from
+(``ppyolo_slim.model.spec`` resolved by ``channels.resolve`` against the weights'
+shapes), so original, pruned and converted checkpoints build without edits: every
+channel count comes from a weight's shape, never from a width multiplier.
+
+It talks to a network object and a ``trt`` namespace that are passed in: the real
+``tensorrt`` module and ``builder.create_network()`` on a GPU machine, or
+``deploy.numpy_net`` and its :class:`NumpyNetwork` anywhere else. It must not know
+which; only TensorRT 10 API calls are made here (``tests/test_deploy_api.py`` checks
+each one against the tensorrt-stubs signatures).
+
+Block emitters mirror ``ppyolo_slim/model/blocks.py`` one for one (``EMITTERS`` has the
+same keys as ``yolo._BLOCKS``): Conv = conv (BN folded) + SiLU (sigmoid * x: TensorRT has
+no SiLU activation), C3, Bottleneck with/without shortcut, SPPF (three 5x5 max pools),
+nearest x2 resize, concat, and the Detect head with the box decode inside the network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ppyolo_slim.model.channels import ConvSpec, ResolvedLayer, WeightShapeError, infer_nc, resolve
+from ppyolo_slim.model.spec import NetSpec, expand
+from ppyolo_slim.model.weights import CheckpointError, ModelMeta, load_weights
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "output"
+NMS_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+
+
+@dataclass
+class NMSOptions:
+    """EfficientNMS_TRT inside the engine (scores = objectness x class probability)."""
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_output_boxes: int = 100
+    class_agnostic: bool = False
+
+
+@dataclass
+class BuildOptions:
+    img_size: Tuple[int, int] = (640, 640)    # (height, width), multiples of the largest stride
+    batch: int = 1                            # fixed batch; ignored when dynamic
+    dynamic_batch: bool = False               # batch dimension -1 (needs an optimisation profile)
+    fp16_graph: bool = False                  # strongly typed FP16: weights, constants and tensors in half
+    bn_as_scale: bool = False                 # BN as an IScaleLayer (tensorrtx style) instead of folded
+    nms: Optional[NMSOptions] = None
+
+
+@dataclass
+class BuiltNetwork:
+    """What the builder made: I/O names and shapes for the engine's sidecar."""
+    input_name: str
+    input_shape: Tuple[int, ...]
+    outputs: List[Tuple[str, Tuple[int, ...]]]
+    nc: int
+    names: List[str]
+    num_layers: int
+    keep: List[np.ndarray] = field(default_factory=list, repr=False)  # weights TensorRT points at
+
+
+def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], ModelMeta]:
+    """Arrays and metadata of a .pdparams, read as ppyolo_slim.load_model reads them."""
+    state, meta_d = load_weights(path)
+    shapes = {k: v.shape for k, v in state.items()}
+    meta = ModelMeta.from_dict(meta_d or {"nc": infer_nc(shapes) or 80})
+    return state, meta
+
+
+def netspec_for(meta: ModelMeta) -> NetSpec:
+    return expand(meta.nc, meta.depth_multiple, meta.width_multiple, meta.anchors)
+
+
+def _bn_eps() -> float:
+    from ppyolo_slim.model.blocks import BN_EPS   # one source of truth for the Paddle blocks' eps
+    return BN_EPS
+
+
+class _Emitter:
+    """Adds the layers of one network; every TensorRT call goes through ``self.network``/``self.trt``."""
+
+    def __init__(self, network, trt, state: Mapping[str, np.ndarray], net: NetSpec, opts: BuildOptions):
+        self.network, self.trt, self.state, self.net, self.opts = network, trt, state, net, opts
+        self.wdtype = np.float16 if opts.fp16_graph else np.float32
+        self.keep: List[np.ndarray] = []
+        self.eps = _bn_eps()
+
+    # -- helpers
+    def weights(self, a: np.ndarray, dtype=None):
+        """trt.Weights over an array we keep alive: TensorRT reads it only at build time."""
+        a = np.ascontiguousarray(a, dtype=dtype or self.wdtype)
+        self.keep.append(a)
+        return self.trt.Weights(a)
+
+    def param(self, key: str, shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+        if key not in self.state:
+            raise WeightShapeError(f"{key}: missing from the weights")
+        a = np.asarray(self.state[key])
+        if shape is not None and tuple(a.shape) != tuple(shape):
+            raise WeightShapeError(f"{key}: expected shape {list(shape)}, got {list(a.shape)}")
+        if not np.all(np.isfinite(a)):
+            raise CheckpointError(f"{key}: holds NaN or inf values")
+        return a.astype(np.float64)
+
+    def out(self, layer, name: str):
+        layer.name = name
+        return layer.get_output(0)
+
+    def constant(self, a: np.ndarray, name: str, dtype=None):
+        layer = self.network.add_constant(a.shape, self.weights(a, dtype))
+        return self.out(layer, name)
+
+    def elementwise(self, a, b, op, name: str):
+        return self.out(self.network.add_elementwise(a, b, op), name)
+
+    # -- blocks
+    def silu(self, x, name: str):
+        sig = self.out(self.network.add_activation(x, self.trt.ActivationType.SIGMOID), f"{name}.sigmoid")
+        return self.elementwise(x, sig, self.trt.ElementWiseOperation.PROD, f"{name}.silu")
+
+    def conv(self, x, cs: ConvSpec):
+        """Conv2D(no bias) + BN + SiLU; BN folded: w' = w * g/sqrt(v+eps), b' = beta - mean * g/sqrt(v+eps)."""
+        w = self.param(f"{cs.name}.conv.weight", (cs.c2, cs.c1, cs.k, cs.k))
+        g, beta, mean, var = (self.param(f"{cs.name}.bn.{p}", (cs.c2,))
+                              for p in ("weight", "bias", "_mean", "_variance"))
+        if np.any(var + self.eps <= 0):
+            raise CheckpointError(f"{cs.name}.bn._variance: negative running variance")
+        scale = g / np.sqrt(var + self.eps)
+        shift = beta - mean * scale
+        if self.opts.bn_as_scale:
+            layer = self.network.add_convolution_nd(x, cs.c2, (cs.k, cs.k), self.weights(w))
+        else:
+            layer = self.network.add_convolution_nd(
+                input=x, num_output_maps=cs.c2, kernel_shape=(cs.k, cs.k),
+                kernel=self.weights(w * scale[:, None, None, None]), bias=self.weights(shift))
+        layer.stride_nd = (cs.s, cs.s)
+        layer.padding_nd = (cs.p, cs.p)
+        y = self.out(layer, f"{cs.name}.conv")
+        if self.opts.bn_as_scale:
+            bn = self.network.add_scale(y, self.trt.ScaleMode.CHANNEL, shift=self.weights(shift),
+                                        scale=self.weights(scale))
+            y = self.out(bn, f"{cs.name}.bn")
+        return self.silu(y, cs.name)
+
+    def c3(self, x, r: ResolvedLayer):
+        a = self.conv(x, r.convs["cv1"])
+        for j in range(r.bottlenecks):
+            m1, m2 = r.convs[f"m.{j}.cv1"], r.convs[f"m.{j}.cv2"]
+            y = self.conv(self.conv(a, m1), m2)
+            if r.spec.shortcut and m1.c1 == m2.c2:     # as blocks.Bottleneck.add
+                y = self.elementwise(a, y, self.trt.ElementWiseOperation.SUM, f"{r.name}.m.{j}.add")
+            a = y
+        b = self.conv(x, r.convs["cv2"])
+        return self.conv(self.concat([a, b], f"{r.name}.cat"), r.convs["cv3"])
+
+    def sppf(self, x, r: ResolvedLayer):
+        k = r.spec.pool
+        x = self.conv(x, r.convs["cv1"])
+        ys = [x]
+        for i in range(3):
+            pool = self.network.add_pooling_nd(ys[-1], self.trt.PoolingType.MAX, (k, k))
+            pool.stride_nd = (1, 1)
+            pool.padding_nd = (k // 2, k // 2)
+            ys.append(self.out(pool, f"{r.name}.m.{i}"))
+        return self.conv(self.concat(ys, f"{r.name}.cat"), r.convs["cv2"])
+
+    def upsample(self, x, r: ResolvedLayer):
+        """Nearest x s: out[i] = in[floor(i / s)], as Paddle's interpolate(mode='nearest')."""
+        s = float(r.spec.scale)
+        rs = self.network.add_resize(x)
+        rs.resize_mode = self.trt.InterpolationMode.NEAREST
+        rs.coordinate_transformation = self.trt.ResizeCoordinateTransformation.ASYMMETRIC
+        rs.nearest_rounding = self.trt.ResizeRoundMode.FLOOR
+        rs.selector_for_single_pixel = self.trt.ResizeSelector.FORMULA
+        rs.scales = [1.0, 1.0, s, s]
+        return self.out(rs, f"{r.name}.resize")
+
+    def concat(self, xs: Sequence[Any], name: str):
+        cat = self.network.add_concatenation(list(xs))
+        cat.axis = 1            # the default is rank-3, which is 1 only for 4-D tensors
+        return self.out(cat, name)
+
+    def shuffle(self, x, name: str, reshape: Optional[Sequence[int]] = None,
+                second: Optional[Sequence[int]] = None):
+        sh = self.network.add_shuffle(x)
+        if reshape is not None:
+            sh.reshape_dims = tuple(reshape)
+        if second is not None:
+            sh.second_transpose = tuple(second)
+        return self.out(sh, name)
+
+    def detect(self, xs: Sequence[Any], r: ResolvedLayer):
+        """1x1 convs, then the ultralytics decode on [B, na, ny, nx, no]:
+        xy = (2*sig + grid - 0.5) * stride, wh = (2*sig)^2 * anchor, rest = sig.
+        Done with broadcast constants and masks so no slice needs the (maybe dynamic) batch:
+        out = (2y + G) * S + (2y)^2 * A + y * M, each term zero outside its channels."""
+        net, trt = self.net, self.trt
+        na, no = net.na, net.no
+        h, w = self.opts.img_size
+        anchors = np.asarray(net.anchors, np.float64).reshape(-1, na, 2)
+        outs = []
+        for i, (c_in, c_out) in enumerate(r.detect):
+            name = f"{r.name}.m.{i}"
+            wt = self.param(f"{name}.weight", (c_out, c_in, 1, 1))
+            bias = self.param(f"{name}.bias", (c_out,))
+            conv = self.network.add_convolution_nd(xs[i], c_out, (1, 1), self.weights(wt), self.weights(bias))
+            y = self.out(conv, name)
+            stride = int(net.strides[i])
+            ny, nx = h // stride, w // stride
+            y = self.shuffle(y, f"{name}.to_bahwc", reshape=(0, na, no, ny, nx), second=(0, 1, 3, 4, 2))
+            y = self.out(self.network.add_activation(y, trt.ActivationType.SIGMOID), f"{name}.sigmoid")
+
+            gy, gx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+            grid = np.zeros((1, 1, ny, nx, no))
+            grid[..., 0], grid[..., 1] = gx - 0.5, gy - 0.5
+            scale_xy = np.zeros((1, 1, 1, 1, no))
+            scale_xy[..., :2] = stride
+            anchor = np.zeros((1, na, 1, 1, no))
+            anchor[0, :, 0, 0, 2:4] = anchors[i]
+            keep = np.zeros((1, 1, 1, 1, no))
+            keep[..., 4:] = 1.0
+
+            prod, add = trt.ElementWiseOperation.PROD, trt.ElementWiseOperation.SUM
+            two = self.constant(np.full((1, 1, 1, 1, 1), 2.0), f"{name}.two")
+            y2 = self.elementwise(y, two, prod, f"{name}.y2")
+            xy = self.elementwise(self.elementwise(y2, self.constant(grid, f"{name}.grid"), add, f"{name}.xy0"),
+                                  self.constant(scale_xy, f"{name}.stride"), prod, f"{name}.xy")
+            wh = self.elementwise(self.elementwise(y2, y2, prod, f"{name}.wh0"),
+                                  self.constant(anchor, f"{name}.anchor_grid"), prod, f"{name}.wh")
+            rest = self.elementwise(y, self.constant(keep, f"{name}.keep"), prod, f"{name}.rest")
+            dec = self.elementwise(self.elementwise(xy, wh, add, f"{name}.xywh"), rest, add, f"{name}.decoded")
+            outs.append(self.shuffle(dec, f"{name}.flat", reshape=(0, -1, no)))
+        return self.concat(outs, f"{r.name}.cat")
+
+    def nms(self, pred, nc: int, o: NMSOptions):
+        """EfficientNMS_TRT on boxes [B,N,4] (cx,cy,w,h) and scores = obj * cls [B,N,nc].
+        Slices are gathers with constant indices, which work with a dynamic batch."""
+        trt = self.trt
+
+        def pick(idx, name):
+            ind = self.constant(np.asarray(idx), f"nms.{name}.idx", dtype=np.int32)
+            return self.out(self.network.add_gather(pred, ind, 2), f"nms.{name}")
+
+        boxes, obj, cls = pick([0, 1, 2, 3], "boxes"), pick([4], "obj"), pick(list(range(5, 5 + nc)), "cls")
+        scores = self.elementwise(cls, obj, trt.ElementWiseOperation.PROD, "nms.scores")
+
+        def field(name, value, kind):
+            if kind == "f":
+                return trt.PluginField(name, np.array([value], np.float32), trt.PluginFieldType.FLOAT32)
+            return trt.PluginField(name, np.array([value], np.int32), trt.PluginFieldType.INT32)
+
+        fields = trt.PluginFieldCollection([
+            field("background_class", -1, "i"), field("max_output_boxes", int(o.max_output_boxes), "i"),
+            field("score_threshold", float(o.score_threshold), "f"),
+            field("iou_threshold", float(o.iou_threshold), "f"),
+            field("score_activation", 0, "i"), field("class_agnostic", int(o.class_agnostic), "i"),
+            field("box_coding", 1, "i")])    # 1 = BoxCenterSize (cx, cy, w, h)
+        registry = trt.get_plugin_registry()
+        creator = registry.get_creator("EfficientNMS_TRT", "1", "")
+        if creator is None:
+            raise RuntimeError("EfficientNMS_TRT version 1 is not registered: call "
+                               "trt.init_libnvinfer_plugins(logger, '') first, and check that "
+                               "libnvinfer_plugin is installed")
+        v3 = getattr(trt, "IPluginCreatorV3One", None)
+        if v3 is not None and isinstance(creator, v3):      # a TensorRT that ships it as a V3 plugin
+            creator_v3 = creator
+            plugin = creator_v3.create_plugin("nms", fields, trt.TensorRTPhase.BUILD)
+            layer = self.network.add_plugin_v3([boxes, scores], [], plugin)
+        else:
+            plugin = creator.create_plugin("nms", fields)
+            layer = self.network.add_plugin_v2([boxes, scores], plugin)
+        layer.name = "nms.efficient_nms"
+        return [layer.get_output(i) for i in range(4)]
+
+
+def _emit_conv(e: _Emitter, r: ResolvedLayer, xs):
+    return e.conv(xs[0], r.convs[""])
+
+
+# One emitter per block of ppyolo_slim/model/yolo.py's _BLOCKS (a test keeps the keys equal).
+EMITTERS: Dict[str, Callable[[_Emitter, ResolvedLayer, List[Any]], Any]] = {
+    "Conv": _emit_conv,
+    "C3": lambda e, r, xs: e.c3(xs[0], r),
+    "SPPF": lambda e, r, xs: e.sppf(xs[0], r),
+    "Upsample": lambda e, r, xs: e.upsample(xs[0], r),
+    "Concat": lambda e, r, xs: e.concat(xs, f"{r.name}.cat"),
+    "Detect": lambda e, r, xs: e.detect(xs, r),
+}
+
+
+def _img_hw(img_size: Union[int, Sequence[int]], net: NetSpec) -> Tuple[int, int]:
+    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    m = max(net.strides)
+    if h <= 0 or w <= 0 or h % m or w % m:
+        raise ValueError(f"image size {h}x{w} must be positive multiples of the largest stride {m}")
+    return int(h), int(w)
+
+
+def build_network(network, trt, state: Mapping[str, np.ndarray], meta: ModelMeta,
+                  opts: Optional[BuildOptions] = None) -> BuiltNetwork:
+    """Add the whole YOLOv5 of ``state`` to ``network``; mark its outputs.
+
+    ``network``: an empty INetworkDefinition (explicit batch; created STRONGLY_TYPED when
+    ``opts.fp16_graph``) or a NumpyNetwork. ``trt``: the module its enums come from.
+    Output (no NMS): ``output`` [B, N, 5+nc] float32 = the Paddle model's eval output.
+    With NMS: num_detections [B,1] int32, detection_boxes [B,K,4] x1y1x2y2 float32,
+    detection_scores [B,K] float32, detection_classes [B,K] int32.
+    """
+    net = netspec_for(meta)
+    opts = opts or BuildOptions()
+    opts = replace(opts, img_size=_img_hw(opts.img_size, net))
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    layers = resolve(net, shapes)                      # channel counts from the weights
+    e = _Emitter(network, trt, state, net, opts)
+
+    h, w = opts.img_size
+    batch = -1 if opts.dynamic_batch else int(opts.batch)
+    if batch == 0 or batch < -1:
+        raise ValueError(f"batch must be >= 1 (or dynamic), got {batch}")
+    images = network.add_input(name=INPUT_NAME, dtype=trt.float32, shape=(batch, 3, h, w))
+    x = images
+    if opts.fp16_graph:     # strongly typed: the graph runs in half, I/O stays float32
+        x = e.out(network.add_cast(images, trt.float16), "input.to_half")
+
+    saved: Dict[int, Any] = {-2: x}
+    for r in layers:
+        emit = EMITTERS.get(r.spec.block)
+        if emit is None:
+            raise NotImplementedError(f"{r.name}: no TensorRT emitter for block {r.spec.block!r}; "
+                                      "add one to deploy/builder.py EMITTERS next to the Paddle block")
+        saved[r.spec.index] = emit(e, r, [saved[s] for s in r.spec.src])
+    pred = saved[layers[-1].spec.index]
+
+    if opts.nms is None:
+        results = [(OUTPUT_NAME, pred, True)]
+    else:
+        nmsd = e.nms(pred, net.nc, opts.nms)
+        results = [(n, t, k in (1, 2)) for k, (n, t) in enumerate(zip(NMS_OUTPUTS, nmsd))]
+    outputs = []
+    for name, t, is_float in results:
+        if opts.fp16_graph and is_float:
+            t = e.out(network.add_cast(t, trt.float32), f"{name}.to_float")
+        t.name = name
+        network.mark_output(t)
+        outputs.append((name, tuple(t.shape)))
+    return BuiltNetwork(INPUT_NAME, (batch, 3, h, w), outputs, meta.nc, list(meta.names),
+                        network.num_layers, e.keep)

@@ -1,0 +1,195 @@
+"""A CPU stand-in for TensorRT's ``INetworkDefinition`` that executes the graph in NumPy.
+
+The builder (``builder.py``) is handed either a real ``tensorrt`` module and network or
+this module and a :class:`NumpyNetwork`; it cannot tell them apart. The methods here
+take the same argument names, in the same order, as the TensorRT 10 Python API, and the
+layers follow TensorRT's documented semantics (output sizes, padding, pooling windows,
+resize coordinate mapping and rounding, scale modes, elementwise broadcasting, shuffle
+transpose/reshape with 0 and -1, concatenation's default axis, EfficientNMS_TRT's
+output layout). Every API call and layer attribute set is recorded in :data:`API_LOG`,
+so a test can check each one against the real API's signatures (tensorrt-stubs).
+
+Only what the builder needs is implemented; anything else raises NotImplementedError
+rather than guessing. Half-precision tensors are emulated by computing in float32 and
+rounding each layer's output to float16 (TensorRT's FP16 kernels accumulate in FP32).
+
+The pieces: numpy_core.py (enums, Weights, ITensor, ILayer), numpy_layers.py (the
+layers), numpy_plugins.py (plugin registry, EfficientNMS_TRT); this module is the
+``trt``-like namespace that gathers them, plus the network itself.
+"""
+from __future__ import annotations
+
+import enum  # noqa: F401  (tests look for the Enum classes through this namespace)
+from typing import Dict, List
+
+import numpy as np
+
+from .numpy_core import (API_LOG, ActivationType, DataType, ElementWiseOperation, GatherMode,  # noqa: F401
+                         ILayer, ITensor, InterpolationMode, LayerType, NetworkDefinitionCreationFlag,
+                         NetworkDefinitionError, PaddingMode, PluginFieldType, PoolingType,
+                         ResizeCoordinateTransformation, ResizeRoundMode, ResizeSelector, ScaleMode,
+                         TensorRTPhase, Weights, __version__, _api, _dims, clear_api_log, float16,
+                         float32, int8, int32, int64, nptype, uint8)
+from .numpy_layers import (IActivationLayer, ICastLayer, IConcatenationLayer, IConstantLayer,  # noqa: F401
+                           IConvolutionLayer, IElementWiseLayer, IGatherLayer, IPoolingLayer, IResizeLayer,
+                           IScaleLayer, IShuffleLayer)
+from .numpy_plugins import (EfficientNMSPlugin, IPluginCreator, IPluginCreatorV3One,  # noqa: F401
+                            IPluginRegistry, IPluginV2Layer, PluginField, PluginFieldCollection,
+                            get_plugin_registry, init_libnvinfer_plugins)
+
+# ---------------------------------------------------------------------------- network
+class NumpyNetwork:
+    """INetworkDefinition with TensorRT's argument names; ``run`` executes it in NumPy."""
+    _TRT_CLASS = "INetworkDefinition"
+
+    def __init__(self, flags: int = 0, float64: bool = False):
+        """``float64``: run FLOAT tensors in double precision (outputs still come back as
+        float32), so a comparison measures the other side's rounding, not this one's."""
+        self._float64 = float64
+        self._layers: List[ILayer] = []
+        self._inputs: List[ITensor] = []
+        self._outputs: List[ITensor] = []
+        self._strongly_typed = bool(flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED.value))
+        self._version = 0
+        self.name = "numpy_network"
+
+    # -- graph construction (TensorRT 10 names and argument order)
+    def _add(self, layer: ILayer) -> ILayer:
+        self._layers.append(layer)
+        layer._on_add()
+        return layer
+
+    @_api("INetworkDefinition")
+    def add_input(self, name: str, dtype: DataType, shape) -> ITensor:
+        t = ITensor(self, None, 0, name, _dims(shape), dtype)
+        self._inputs.append(t)
+        return t
+
+    @_api("INetworkDefinition")
+    def mark_output(self, tensor: ITensor) -> None:
+        if tensor in self._outputs:
+            raise NetworkDefinitionError(f"{tensor.name!r} is already an output")
+        self._outputs.append(tensor)
+
+    @_api("INetworkDefinition")
+    def add_convolution_nd(self, input, num_output_maps, kernel_shape, kernel, bias=None):
+        return self._add(IConvolutionLayer(self, input, num_output_maps, kernel_shape, kernel, bias))
+
+    @_api("INetworkDefinition")
+    def add_pooling_nd(self, input, type, window_size):
+        return self._add(IPoolingLayer(self, input, type, window_size))
+
+    @_api("INetworkDefinition")
+    def add_activation(self, input, type):
+        return self._add(IActivationLayer(self, input, type))
+
+    @_api("INetworkDefinition")
+    def add_elementwise(self, input1, input2, op):
+        return self._add(IElementWiseLayer(self, input1, input2, op))
+
+    @_api("INetworkDefinition")
+    def add_concatenation(self, inputs):
+        if not inputs:
+            raise NetworkDefinitionError("add_concatenation needs at least one input")
+        return self._add(IConcatenationLayer(self, inputs))
+
+    @_api("INetworkDefinition")
+    def add_shuffle(self, input):
+        return self._add(IShuffleLayer(self, input))
+
+    @_api("INetworkDefinition")
+    def add_resize(self, input):
+        return self._add(IResizeLayer(self, input))
+
+    @_api("INetworkDefinition")
+    def add_scale(self, input, mode, shift=None, scale=None, power=None):
+        return self._add(IScaleLayer(self, input, mode, shift, scale, power))
+
+    @_api("INetworkDefinition")
+    def add_scale_nd(self, input, mode, shift=None, scale=None, power=None, channel_axis=None):
+        return self._add(IScaleLayer(self, input, mode, shift, scale, power, channel_axis))
+
+    @_api("INetworkDefinition")
+    def add_constant(self, shape, weights):
+        return self._add(IConstantLayer(self, shape, weights))
+
+    @_api("INetworkDefinition")
+    def add_cast(self, input, to_type):
+        return self._add(ICastLayer(self, input, to_type))
+
+    @_api("INetworkDefinition")
+    def add_gather(self, input, indices, axis):
+        return self._add(IGatherLayer(self, input, indices, axis))
+
+    @_api("INetworkDefinition")
+    def add_plugin_v2(self, inputs, plugin):
+        return self._add(IPluginV2Layer(self, inputs, plugin))
+
+    @_api("INetworkDefinition")
+    def get_input(self, index: int) -> ITensor:
+        return self._inputs[index]
+
+    @_api("INetworkDefinition")
+    def get_output(self, index: int) -> ITensor:
+        return self._outputs[index]
+
+    @_api("INetworkDefinition")
+    def get_layer(self, index: int) -> ILayer:
+        return self._layers[index]
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self._inputs)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self._outputs)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._layers)
+
+    # -- execution (not TensorRT API)
+    def _np(self, dt: DataType):
+        return np.float64 if (dt == DataType.FLOAT and self._float64) else nptype(dt)
+
+    def _check_names(self) -> None:
+        """TensorRT refuses to build a network with two layers of the same name."""
+        seen = set()
+        for layer in self._layers:
+            if layer.name in seen:
+                raise NetworkDefinitionError(f"repeated layer name {layer.name!r} (TensorRT's builder rejects it)")
+            seen.add(layer.name)
+        names = [t.name for t in self._inputs + self._outputs]
+        if len(set(names)) != len(names):
+            raise NetworkDefinitionError(f"network inputs/outputs need distinct names, got {names}")
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Execute on concrete inputs; returns every marked output by name."""
+        self._check_names()
+        vals: Dict[int, np.ndarray] = {}
+        for t in self._inputs:
+            if t.name not in feeds:
+                raise KeyError(f"no value fed for network input {t.name!r}")
+            a = np.asarray(feeds[t.name])
+            if a.ndim != len(t.shape) or any(d >= 0 and d != s for d, s in zip(t.shape, a.shape)):
+                raise ValueError(f"input {t.name!r}: shape {a.shape} does not fit {t.shape}")
+            vals[id(t)] = a.astype(self._np(t.dtype), copy=False)
+        for layer in self._layers:
+            ins = []
+            for t in layer._inputs:
+                if id(t) not in vals:
+                    raise NetworkDefinitionError(f"{layer.name}: input {t.name!r} is not computed "
+                                                 "before this layer")
+                ins.append(vals[id(t)])
+            for t, y in zip(layer._outputs, layer._run(ins)):
+                vals[id(t)] = y
+        missing = [t.name for t in self._outputs if id(t) not in vals]
+        if missing:
+            raise NetworkDefinitionError(f"outputs never computed: {missing}")
+        return {t.name: vals[id(t)].astype(nptype(t.dtype), copy=False) for t in self._outputs}
+
+
+def create_network(flags: int = 0, float64: bool = False) -> NumpyNetwork:
+    """What ``trt.Builder(logger).create_network(flags)`` gives on a GPU machine."""
+    return NumpyNetwork(flags, float64)

@@ -1,0 +1,144 @@
+"""Run a built engine: named I/O tensors, ``execute_async_v3``, GPU buffers from deploy/device.py.
+
+:class:`TrtEngine` is the raw runner (numpy batch in, dict of numpy outputs back).
+:class:`TrtPredictor` puts it behind ppyolo_slim.engine.predict's predictor interface
+(``images [B,3,S,S] -> [B,N,5+nc]``), so the project's evaluator can score an engine.
+Importable without TensorRT; constructing either without TensorRT or a GPU raises
+TensorRTUnavailable with the install hint.
+
+NEVER RUN on the machines this was written on (no GPU, no TensorRT): see deploy/README.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List
+
+import numpy as np
+
+from .trt_compat import require_tensorrt_and_gpu
+
+
+def read_sidecar(engine_path: str) -> Dict[str, Any]:
+    path = engine_path + ".json"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: the engine's sidecar is missing (trt_build.py writes it next "
+                                "to the engine); it holds the class names, image size and I/O layout")
+    with open(path) as f:
+        side = json.load(f)
+    for key in ("input", "outputs", "img_size", "names"):
+        if key not in side:
+            raise ValueError(f"{path}: not a ppyolo-slim engine sidecar (no {key!r})")
+    return side
+
+
+def nms_detections(outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    """Per image [n,6] (x1,y1,x2,y2,score,cls) in input pixels, from EfficientNMS_TRT's outputs."""
+    num = outputs["num_detections"].reshape(-1)
+    res = []
+    for i, n in enumerate(num):
+        n = int(n)
+        res.append(np.concatenate([outputs["detection_boxes"][i, :n].astype(np.float32),
+                                   outputs["detection_scores"][i, :n, None].astype(np.float32),
+                                   outputs["detection_classes"][i, :n, None].astype(np.float32)], 1))
+    return res
+
+
+class TrtEngine:
+    def __init__(self, engine_path: str, device: str = "auto", device_id: int = 0):
+        trt, self.gpu = require_tensorrt_and_gpu()     # first: nothing below works without them
+        if not os.path.isfile(engine_path):
+            raise FileNotFoundError(f"{engine_path}: no such engine file")
+        self.side = read_sidecar(engine_path)
+        from .device import get_backend
+        self.trt = trt
+        self.dev = get_backend(device, device_id)
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        trt.init_libnvinfer_plugins(self.logger, "")     # EfficientNMS_TRT, if the engine has it
+        runtime = trt.Runtime(self.logger)
+        with open(engine_path, "rb") as f:
+            engine = runtime.deserialize_cuda_engine(f.read())
+        if engine is None:
+            raise RuntimeError(f"{engine_path}: TensorRT {trt.__version__} cannot load this engine (built "
+                               f"with TensorRT {self.side.get('tensorrt_version')} on "
+                               f"{self.side.get('gpu')}? engines are tied to both)")
+        self.runtime, self.engine = runtime, engine
+        self.context = engine.create_execution_context()
+        self.inputs: List[str] = []
+        self.outputs: List[str] = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            (self.inputs if is_input else self.outputs).append(name)
+        if len(self.inputs) != 1:
+            raise ValueError(f"{engine_path}: expected one input tensor, found {self.inputs}")
+        self.input_name = self.inputs[0]
+        self._out_bufs: Dict[str, Any] = {}
+
+    def _dtype(self, name: str):
+        return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+
+    def infer(self, images: np.ndarray, copy_out: bool = True) -> Dict[str, np.ndarray]:
+        """images float32 [B,3,H,W] -> {output name: array}; B within the engine's batch range."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        b = self.side["batch"]
+        if not b["min"] <= images.shape[0] <= b["max"]:
+            raise ValueError(f"batch {images.shape[0]} is outside the engine's range {b['min']}..{b['max']}")
+        context = self.context
+        context.set_input_shape(self.input_name, tuple(images.shape))
+        d_in = self.dev.from_host(images)
+        context.set_tensor_address(self.input_name, d_in.ptr)
+        bufs = {}
+        for name in self.outputs:
+            shape = tuple(context.get_tensor_shape(name))
+            key = (name, shape)
+            if key not in self._out_bufs:           # reused across calls of the same batch size
+                self._out_bufs[key] = self.dev.empty(shape, self._dtype(name))
+            bufs[name] = self._out_bufs[key]
+            context.set_tensor_address(name, bufs[name].ptr)
+        if not context.execute_async_v3(self.dev.stream_handle()):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        self.dev.synchronize()
+        self._last_input = d_in         # alive until the stream is done with it
+        return {n: bufs[n].to_host() for n in self.outputs} if copy_out else {}
+
+    def detections(self, outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        return nms_detections(outputs)
+
+
+class TrtPredictor:
+    """A TensorRT engine (built without --nms) as a ppyolo_slim predictor."""
+    backend = "tensorrt"
+    fixed_size = True
+    stride = 32
+
+    def __init__(self, path: str, device: str = "auto"):
+        # the tools pass auto / cpu / gpu / gpu:N; TensorRT always runs on a GPU
+        dev_id = int(device.split(":")[1]) if device.startswith("gpu:") else 0
+        backend = device if device in ("paddle", "cuda-python") else "auto"
+        self.runner = TrtEngine(path, device=backend, device_id=dev_id)
+        side = self.runner.side
+        if side.get("nms"):
+            raise ValueError(f"{path}: built with --nms; its outputs are final detections, not the "
+                             "[B,N,5+nc] predictions a predictor returns (use deploy/trt_infer.py)")
+        self.names = list(side["names"])
+        h, w = side["img_size"]
+        self.img_size = int(h) if h == w else (int(h), int(w))
+        b = side["batch"]
+        self.batch = None if b["min"] != b["max"] else int(b["max"])
+        self.max_batch = int(b["max"])
+        self.source = os.path.abspath(path)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        outs = []
+        for s in range(0, images.shape[0], self.max_batch):
+            chunk = images[s:s + self.max_batch]
+            n = chunk.shape[0]
+            if self.batch and n < self.batch:      # a fixed-batch engine: zero-pad, drop the padding
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n,) + chunk.shape[1:], chunk.dtype)])
+            outs.append(self.runner.infer(chunk)["output"][:n])
+        return np.concatenate(outs)
+
+    def describe(self) -> Dict[str, Any]:
+        return {"backend": self.backend, "source": self.source, "img_size": self.img_size,
+                "fixed_size": True, "batch": self.batch, "names": self.names}
