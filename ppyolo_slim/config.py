@@ -48,6 +48,7 @@ DEFAULTS: Dict[str, Any] = {
     "schedule": {
         "type": "cosine",          # cosine or linear
         "warmup_epochs": 3.0,
+        "warmup_min_iters": 100,   # ultralytics' floor on warmup steps; lower it for short CPU runs
         "warmup_momentum": 0.8,
         "warmup_bias_lr": 0.1,
     },
@@ -113,6 +114,28 @@ DEFAULTS: Dict[str, Any] = {
     },
 }
 FREE_FORM: set = set()
+# Keys whose default is None (meaning "not set"): the type a value must have when it is set.
+OPTIONAL: Dict[str, type] = {
+    "model.depth_multiple": float, "model.width_multiple": float, "model.anchors": list,
+    "weights": str, "prune.threshold": float, "sparsity.bottleneck_rate": float,
+}
+
+
+def _type_ok(v: Any, want: type) -> bool:
+    if isinstance(v, bool):
+        return want is bool
+    if want is float:
+        return isinstance(v, (int, float))
+    return isinstance(v, want)
+
+
+def _items_ok(v: list, default: Any, path: str) -> bool:
+    """Lists: numbers where the default holds numbers; anchors: rows of numbers."""
+    if path == "model.anchors":
+        return all(isinstance(r, list) and r and all(_type_ok(x, float) for x in r) for r in v)
+    if isinstance(default, list) and default and all(_type_ok(x, float) for x in default):
+        return all(_type_ok(x, float) for x in v)
+    return True
 
 
 def _check(cfg: Dict[str, Any], schema: Dict[str, Any], source: str, prefix: str = "") -> None:
@@ -128,13 +151,17 @@ def _check(cfg: Dict[str, Any], schema: Dict[str, Any], source: str, prefix: str
             if not isinstance(v, dict):
                 raise ConfigError(f"{source}: '{path}' must be a mapping of keys, got {v!r}")
             _check(v, d, source, path + ".")
-        elif d is not None and v is not None:
-            ok = (isinstance(v, type(d)) or (isinstance(d, float) and isinstance(v, int)
-                                             and not isinstance(v, bool)))
-            if isinstance(d, int) and not isinstance(d, bool) and isinstance(v, bool):
-                ok = False
-            if not ok:
-                raise ConfigError(f"{source}: '{path}' must be {type(d).__name__}, got {v!r}")
+        else:
+            want = type(d) if d is not None else OPTIONAL.get(path)
+            if want is None or (v is None and d is None):
+                continue
+            if v is None:
+                raise ConfigError(f"{source}: '{path}' must be {want.__name__}, got null")
+            if not _type_ok(v, want) or (want is list and not _items_ok(v, d, path)):
+                what = "a list of numbers" if want is list else want.__name__
+                if path == "model.anchors":
+                    what = "a list of rows of numbers (w,h pairs in pixels)"
+                raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
@@ -226,6 +253,8 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Co
         cfg = _merge(cfg, _load_file(path))
     for item in overrides or ():
         o = parse_override(item)
+        if "_BASE_" in o:
+            raise ConfigError(f"-o {item}: _BASE_ works inside a config file only; give the file with -c")
         _check(o, DEFAULTS, f"-o {item}")
         cfg = _merge(cfg, o)
     c = Config(cfg)

@@ -70,7 +70,8 @@ class Optimizer:
             raise ValueError(f"optimizer.type must be SGD, Adam or AdamW, got {self.cfg['type']!r}")
         self.kind = kind
         self.lf = lr_factor(self.sched["type"], epochs, float(self.cfg["lrf"]))
-        self.warmup_iters = (max(round(float(self.sched["warmup_epochs"]) * batches_per_epoch), 100)
+        self.warmup_iters = (max(round(float(self.sched["warmup_epochs"]) * batches_per_epoch),
+                                 int(self.sched.get("warmup_min_iters", 100)))
                              if float(self.sched["warmup_epochs"]) > 0 else 0)
         self.lrs = {g: None for g in GROUPS}   # forces the first set_step to write every multiplier
 

@@ -20,7 +20,7 @@ from ..config import Config, dump_config
 from ..model import ModelMeta, assign_state, build_model, load_weights
 from ..model.spec import SCALES
 from ..model.weights import atomic_write_bytes
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, writing
 from .ema import ModelEMA
 from .logger import make_logger
 from .optim import Optimizer
@@ -77,7 +77,8 @@ class Trainer:
         self.nc = len(self.names)
         aug = dict(cfg["augment"])
         self.train_ds = DetectionDataset(self.data.train, int(cfg["img_size"]), self.nc,
-                                         augment=aug, seed=int(cfg["seed"]))
+                                         augment=aug, seed=int(cfg["seed"]),
+                                         cache_images=bool(cfg["cache_images"]))
         self.batch_size = int(cfg["batch_size"])
         self.train_loader = build_loader(self.train_ds, self.batch_size, shuffle=True,
                                          workers=int(cfg["workers"]), seed=int(cfg["seed"]),
@@ -192,6 +193,8 @@ class Trainer:
         if self.rank == 0:
             os.makedirs(self.out, exist_ok=True)
             dump_config(cfg, os.path.join(self.out, "config.yml"))
+        if self.rank == 0 and self.resume_state is not None and self.start_epoch >= self.epochs:
+            self._write_missing_last()
         seed = int(cfg["seed"])
         t_start = time.time()
         for epoch in range(self.start_epoch, self.epochs):
@@ -386,22 +389,45 @@ class Trainer:
             img = draw_detections(img, d[d[:, 4] >= 0.25], self.names)
             self.logger.image(f"val/{os.path.basename(rec.path)}", img, epoch)
 
+    def _stage(self) -> str:
+        return "sparse" if self.cfg["sparsity"]["enabled"] else ("finetune" if self.cfg["weights"] else "train")
+
+    def _write_missing_last(self):
+        """A run killed after its final last.state but before last.pdparams: write the weights
+        file from the state, so a resumed finished run has both files, of the same epoch."""
+        from ..model import CheckpointError, save_weights
+        last = os.path.join(self.out, "last.pdparams")
+        tr = self.resume_state["train"]
+        if os.path.isfile(last):
+            try:
+                if ((load_weights(last)[1] or {}).get("train") or {}).get("epoch") == tr["epoch"]:
+                    return
+            except CheckpointError:
+                pass
+        meta = self._meta(self._stage(), {"epoch": int(tr["epoch"]) + 1, "epochs": self.epochs})
+        with writing(last):
+            save_weights(last, self.eval_model().state_dict(), meta,
+                         extra={"train": {k: tr[k] for k in ("epoch", "best_fitness") if k in tr}})
+
     def _save(self, epoch: int, record: Dict[str, Any]):
         fitness = record.get("map50_95")
-        stage = "sparse" if self.cfg["sparsity"]["enabled"] else ("finetune" if self.cfg["weights"] else "train")
-        meta = self._meta(stage, {"epoch": epoch + 1, "epochs": self.epochs})
+        meta = self._meta(self._stage(), {"epoch": epoch + 1, "epochs": self.epochs})
         is_best = fitness is not None and fitness > self.best_fitness
         if is_best:
             self.best_fitness = float(fitness)
         train = {"epoch": epoch, "best_fitness": self.best_fitness,
                  "ema_updates": self.ema.updates if self.ema else 0,
                  "history": self.history, "config": {k: v for k, v in self.cfg.items() if not k.startswith("_")}}
-        last = os.path.join(self.out, "last.pdparams")
-        save_checkpoint(last, self.core, self.ema, self.optimizer, meta, train)
+        # best first: a kill between the two then re-runs this epoch on resume and writes best
+        # again; the other order could leave a state that counts a best never written.
         if is_best:
             from ..model import save_weights
-            save_weights(os.path.join(self.out, "best.pdparams"), self.eval_model().state_dict(), meta,
-                         extra={"train": {"epoch": epoch, "best_fitness": self.best_fitness}})
+            best = os.path.join(self.out, "best.pdparams")
+            with writing(best):
+                save_weights(best, self.eval_model().state_dict(), meta,
+                             extra={"train": {"epoch": epoch, "best_fitness": self.best_fitness}})
+        save_checkpoint(os.path.join(self.out, "last.pdparams"), self.core, self.ema, self.optimizer,
+                        meta, train)
 
 
 def train(cfg: Config, resume: Optional[str] = None, rank: int = 0, world_size: int = 1,
