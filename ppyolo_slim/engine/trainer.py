@@ -118,8 +118,7 @@ class Trainer:
         self.base_meta = ModelMeta(nc=self.nc, names=self.names, depth_multiple=gd, width_multiple=gw,
                                    **({"anchors": anchors} if anchors else {}))
         if state is None:
-            self.model = build_model(self.base_meta)
-            self.model.detect.init_biases(int(cfg["img_size"]))
+            self.model = build_model(self.base_meta)   # Detect priors set once, in YOLOv5.__init__
             self.init_report = "random init"
         else:
             # shapes come from the weights (pruned models); a head for another nc is re-made
@@ -147,7 +146,7 @@ class Trainer:
         from ..model.yolo import YOLOv5
         from ..model import netspec_from_meta
         model = YOLOv5(netspec_from_meta(self.base_meta), {k: v.shape for k, v in body.items()})
-        model.detect.init_biases(int(self.cfg["img_size"]))
+        model.detect.init_biases()   # a new head gets ultralytics' priors (computed for 640, as there)
         assign_state(model, body, strict=False)
         return model
 
