@@ -66,8 +66,14 @@ class BuiltNetwork:
 def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], ModelMeta]:
     """Arrays and metadata of a .pdparams, read as ppyolo_slim.load_model reads them."""
     state, meta_d = load_weights(path)
+    for k, v in state.items():      # as load_model: an engine built from NaN weights only gives NaN
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise CheckpointError(f"{path}: {k} holds NaN or inf values")
     shapes = {k: v.shape for k, v in state.items()}
-    meta = ModelMeta.from_dict(meta_d or {"nc": infer_nc(shapes) or 80})
+    try:
+        meta = ModelMeta.from_dict(meta_d or {"nc": infer_nc(shapes) or 80})
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: bad metadata record ({e})") from None
     return state, meta
 
 

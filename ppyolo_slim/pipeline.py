@@ -45,8 +45,14 @@ class Pipeline:
     # ---- state ---------------------------------------------------------------------------
     def _load_state(self, fresh: bool) -> Dict[str, Any]:
         if not fresh and os.path.isfile(self.state_file):
-            with open(self.state_file, "r", encoding="utf-8") as f:
-                st = json.load(f)
+            try:
+                with open(self.state_file, "r", encoding="utf-8") as f:
+                    st = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{self.state_file}: unreadable pipeline state ({e}); use --fresh "
+                                 f"to start over") from None
+            if not isinstance(st, dict) or not isinstance(st.get("done"), dict):
+                raise ValueError(f"{self.state_file}: not a pipeline state file; use --fresh to start over")
             if st.get("overrides") != self.overrides:
                 raise ValueError(f"{self.state_file}: this folder holds a run with other settings "
                                  f"({st.get('overrides')}); use --fresh to start over, or another --output")

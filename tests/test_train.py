@@ -119,3 +119,17 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_data, tmp_path):
     assert len([f for f in os.listdir(out / "vdl") if f.startswith("vdlrecords")]) == 1
     assert sorted(f for f in os.listdir(out) if f.endswith((".pdparams", ".state"))) == \
         ["best.pdparams", "last.pdparams", "last.state"]
+
+
+def test_fresh_model_has_the_detect_priors_once(tiny_data, tmp_path):
+    """ultralytics _initialize_biases: obj += log(8 / (640 / s)^2), cls += log(0.6 / (nc - 0.99)),
+    applied once (a second application starts objectness near 1e-4 and stalls short runs)."""
+    import math
+    from ppyolo_slim.engine.trainer import Trainer
+    t = Trainer(_cfg(tiny_data, tmp_path / "priors"), progress=False)
+    det = t.core.detect
+    for mi, s in zip(det.m, det.stride):
+        b = mi.bias.numpy().reshape(det.na, det.no)
+        np.testing.assert_allclose(b[:, 4], math.log(8 / (640 / s) ** 2), atol=1e-6)
+        np.testing.assert_allclose(b[:, 5:], math.log(0.6 / (det.nc - 0.99)), atol=1e-6)
+        np.testing.assert_allclose(b[:, :4], 0.0, atol=1e-6)

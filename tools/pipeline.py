@@ -29,9 +29,12 @@ def main(argv=None):
     try:
         state = run_pipeline(args.output, args.opt, fresh=args.fresh, until=args.until,
                              progress=not args.no_progress)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ConfigError, ValueError, OSError, RuntimeError) as e:   # OSError: full disk, permissions
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
+        return 130
     summary = state["done"].get("summary")
     if summary:
         print(f"pipeline finished in {summary['wall_s'] / 60:.1f} min of stage time; "

@@ -26,7 +26,7 @@ def letterbox(img: np.ndarray, new_size: Union[int, Sequence[int]], color=(PAD_V
     r = min(th / h0, tw / w0)
     if not scaleup:     # only shrink (better val mAP on small images, as ultralytics)
         r = min(r, 1.0)
-    nw, nh = int(round(w0 * r)), int(round(h0 * r))
+    nw, nh = max(1, int(round(w0 * r))), max(1, int(round(h0 * r)))   # extreme aspect: never 0 px
     if (nw, nh) != (w0, h0):
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
     left, top = (tw - nw) // 2, (th - nh) // 2

@@ -38,8 +38,8 @@ def inspect_image(path: str) -> Tuple[int, int]:
             head = f.read(8)
             f.seek(max(0, size - 64))
             tail = f.read()
-    except OSError as e:
-        raise BadImage(f"cannot read the file ({e.strerror or e})") from None
+    except (OSError, ValueError) as e:   # ValueError: a NUL byte in the name
+        raise BadImage(f"cannot read the file ({getattr(e, 'strerror', None) or e})") from None
     if size == 0:
         raise BadImage("empty file (0 bytes)")
     # A JPEG must end with its end-of-image marker, unless a camera appended a trailer;
@@ -177,7 +177,7 @@ def _stat_key(paths: Sequence[Optional[str]]) -> List:
         try:
             st = os.stat(p)
             out.append([p, st.st_size, st.st_mtime_ns])
-        except OSError:
+        except (OSError, ValueError):   # ValueError: a NUL byte in a file name from a json
             out.append([p, None])
     return out
 
@@ -295,8 +295,8 @@ def read_coco_json(json_path: str) -> dict:
             d = json.load(f)
     except FileNotFoundError:
         raise DataError(f"{json_path}: COCO annotation file not found") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{json_path}: not a readable COCO json ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:   # RecursionError: absurdly deep nesting
+        raise DataError(f"{json_path}: not a readable COCO json ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict) or not all(isinstance(d.get(k), list)
                                           for k in ("images", "annotations", "categories")):
         raise DataError(f"{json_path}: a COCO instances file needs the lists 'images', "
@@ -311,7 +311,7 @@ def coco_categories(d: dict, json_path: str) -> Tuple[List[int], List[str]]:
     for c in d["categories"]:
         try:
             cats[int(c["id"])] = str(c["name"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise DataError(f"{json_path}: category {c!r} needs an integer 'id' and a 'name'") from None
     if not cats:
         raise DataError(f"{json_path}: no categories")
@@ -340,14 +340,14 @@ def scan_coco(split: str, json_path: str, image_dir: str, cache_path: Optional[s
     for im in images:
         try:
             known_ids.add(int(im["id"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             pass
     crowd = 0
     for a in d["annotations"]:
         aid = a.get("id", "?") if isinstance(a, dict) else "?"
         try:
             iid = int(a["image_id"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             issues.append(Issue(json_path, f"annotation {aid}: no integer image_id; dropped"))
             continue
         if iid not in known_ids:
@@ -367,7 +367,7 @@ def scan_coco(split: str, json_path: str, image_dir: str, cache_path: Optional[s
             iid = int(im["id"])
             jw, jh = int(im["width"]), int(im["height"])
             str(im["file_name"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             issues.append(Issue(json_path, f"image entry {im.get('id', '?')} needs id, file_name, "
                                            f"width, height; skipped"))
             continue
@@ -390,7 +390,7 @@ def scan_coco(split: str, json_path: str, image_dir: str, cache_path: Optional[s
                 bx = [float(v) for v in a["bbox"]]
                 if len(bx) != 4:
                     raise ValueError
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 issues.append(Issue(path, f"{where}: bbox must be 4 numbers [x, y, w, h], got "
                                           f"{a.get('bbox')!r}; dropped"))
                 continue
@@ -399,7 +399,7 @@ def scan_coco(split: str, json_path: str, image_dir: str, cache_path: Optional[s
                 continue
             try:
                 cls = index[int(a["category_id"])]
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 issues.append(Issue(path, f"{where}: category_id {a.get('category_id')!r} is not in "
                                           f"'categories'; dropped"))
                 continue

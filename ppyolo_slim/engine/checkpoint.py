@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Dict
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator
 
 import numpy as np
 
@@ -18,6 +19,29 @@ from ..model.weights import (CheckpointError, ModelMeta, atomic_write_bytes, saf
                              save_weights, to_numpy_state)
 
 STATE_VERSION = 1
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint file could not be written (full disk, no permission); the message names
+    the file. Its previous version, if any, is intact: every write goes to a temporary name."""
+
+
+@contextmanager
+def writing(path: str) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into one clear CheckpointWriteError."""
+    try:
+        yield
+    except OSError as e:
+        folder = os.path.dirname(os.path.abspath(path))
+        prev = state_path(os.path.join(folder, "last.pdparams"))
+        if not os.path.isfile(prev):
+            kept = "no earlier checkpoint exists in this folder"
+        else:
+            same = os.path.abspath(path) == os.path.abspath(prev)
+            kept = ("its previous version is intact" if same else f"the previous checkpoint {prev} is intact")
+            kept += "; free space and continue with --resume"
+        raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}. Training stopped; "
+                                   f"{kept}") from None
 
 
 def _to_numpy_tree(obj):
@@ -45,10 +69,12 @@ def save_checkpoint(weights_path: str, model, ema, optimizer, meta: ModelMeta,
         "meta": meta.to_dict(),
         "train": dict(train),
     }
-    atomic_write_bytes(state_path(weights_path), pickle.dumps(state, protocol=4))
+    with writing(state_path(weights_path)):
+        atomic_write_bytes(state_path(weights_path), pickle.dumps(state, protocol=4))
     weights = ema.state_dict() if ema is not None else model.state_dict()
-    save_weights(weights_path, weights, meta, extra={"train": {k: train[k] for k in ("epoch", "best_fitness")
-                                                               if k in train}})
+    with writing(weights_path):
+        save_weights(weights_path, weights, meta,
+                     extra={"train": {k: train[k] for k in ("epoch", "best_fitness") if k in train}})
 
 
 def load_checkpoint(weights_path: str) -> Dict[str, Any]:

@@ -21,9 +21,16 @@ def _run(cfg: Config, resume, progress: bool, rank: int, world: int) -> int:
     try:
         summary = train(cfg, resume=_resume_path(cfg, resume), rank=rank, world_size=world,
                         progress=progress)
-    except (TrainingDiverged, CheckpointError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (TrainingDiverged, CheckpointError, ValueError, OSError, RuntimeError) as e:
+        # OSError: a full disk or a folder without write permission (CheckpointWriteError names the file)
         print(f"error{f' (rank {rank})' if world > 1 else ''}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if rank == 0:
+            state = os.path.join(cfg["output_dir"], "last.state")
+            print("interrupted; " + (f"{state} is complete: continue with --resume" if os.path.isfile(state)
+                                     else "no checkpoint was written yet"), file=sys.stderr)
+        return 130
     if rank == 0:
         print(f"done: {summary['epochs']} epochs in {summary['train_s']:.0f} s; best mAP@0.5:0.95 "
               f"{summary['best_fitness']:.4f}; weights {summary['best']} and {summary['last']}")

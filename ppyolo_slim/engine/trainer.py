@@ -389,7 +389,9 @@ class Trainer:
             self.logger.image(f"val/{os.path.basename(rec.path)}", img, epoch)
 
     def _stage(self) -> str:
-        return "sparse" if self.cfg["sparsity"]["enabled"] else ("finetune" if self.cfg["weights"] else "train")
+        if self.cfg["sparsity"]["enabled"]:
+            return "sparse"
+        return "finetune" if self.cfg["weights"] else "train"
 
     def _write_missing_last(self):
         """A run killed after its final last.state but before last.pdparams: write the weights

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -35,6 +36,10 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("collections", "OrderedDict"),
+    # pickle protocol 2 (paddle.save(..., protocol=2), old fluid files) stores bytes through
+    # _codecs.encode(str, "latin1"); numpy pickles arrays at protocol 5 through _frombuffer
+    ("_codecs", "encode"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
 }
 
 
@@ -75,7 +80,10 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelMeta":
+        if not isinstance(d, Mapping):
+            raise CheckpointError(f"metadata must be a mapping of fields, got {type(d).__name__}")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        _check_meta_fields(known)
         m = cls(**known)
         if not m.names:
             m.names = [f"class{i}" for i in range(m.nc)]
@@ -85,6 +93,38 @@ class ModelMeta:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_meta_fields(d: Mapping[str, Any]) -> None:
+    """Types and ranges of the metadata fields present, so a damaged record fails here
+    with the field's name instead of deep inside the model builder."""
+    def bad(k, want):
+        raise CheckpointError(f"metadata field '{k}' must be {want}, got {d[k]!r:.80}")
+    for k in ("nc", "img_size", "version"):
+        if k in d and (not isinstance(d[k], int) or isinstance(d[k], bool) or d[k] < 1):
+            bad(k, "a positive integer")
+    if "nc" in d and d["nc"] > MAX_CLASSES:
+        bad("nc", f"at most {MAX_CLASSES}")
+    for k in ("depth_multiple", "width_multiple"):
+        if k in d and not (_is_number(d[k]) and d[k] > 0):
+            bad(k, "a positive number")
+    if "names" in d and not (isinstance(d["names"], list) and all(isinstance(n, str) for n in d["names"])):
+        bad("names", "a list of strings")
+    if "made_by" in d and not isinstance(d["made_by"], dict):
+        bad("made_by", "a mapping")
+    if "anchors" in d:
+        a = d["anchors"]
+        if not (isinstance(a, list) and len(a) == 3 and all(isinstance(r, list) for r in a)
+                and len(a[0]) >= 2 and all(len(r) == len(a[0]) and len(r) % 2 == 0
+                                           and all(_is_number(x) and x > 0 for x in r) for r in a)):
+            bad("anchors", "3 rows of positive w,h pairs (pixels), of equal length")
+
+
+MAX_CLASSES = 100_000
 
 
 def _default_anchors():
@@ -144,14 +184,21 @@ def load_weights(path: str) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, A
     if META_KEY in obj:
         try:
             meta = json.loads(obj[META_KEY])
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise CheckpointError(f"{path}: unreadable metadata record ({e})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: the metadata record is {type(meta).__name__}, "
+                                  f"expected a JSON object")
     state = {}
     for k, v in obj.items():
         if k in (META_KEY, PADDLE_NAME_MAP):
             continue
-        if not isinstance(k, str) or not isinstance(v, np.ndarray):
-            raise CheckpointError(f"{path}: entry {k!r} is {type(v).__name__}, expected an array")
+        if not isinstance(k, str):
+            raise CheckpointError(f"{path}: key {k!r:.80} is {type(k).__name__}, expected a parameter name")
+        if not isinstance(v, np.ndarray):
+            raise CheckpointError(f"{path}: entry {k!r:.80} is {type(v).__name__}, expected an array")
+        if v.dtype.kind not in "fiub":      # object, string, complex arrays are no weights
+            raise CheckpointError(f"{path}: entry {k!r:.80} has dtype {v.dtype}, expected real numbers")
         state[k] = v
     if not state:
         raise CheckpointError(f"{path}: holds no weights")
