@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import yaml
 
@@ -35,6 +35,7 @@ DEFAULTS: Dict[str, Any] = {
     "resume": False,
     "seed": 0,
     "device": "auto",              # auto, cpu, gpu, gpu:N
+    "threads": 0,                  # CPU math threads per process; 0: all cores (import paddle sets 1)
     "amp": False,                  # GPU only
     "cache_images": False,
     "optimizer": {
@@ -110,7 +111,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     "pipeline": {
         "scale": 1.0,              # multiplies epochs of every stage, for real runs
-        "finetune_epochs": 15,
+        "finetune_epochs": 10,
     },
 }
 FREE_FORM: set = set()

@@ -14,10 +14,9 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 
 from .config import Config, load_config
-from .model.weights import atomic_write_bytes
+from .jsonio import write_json
 
 STAGES = ("sparse", "prune", "finetune", "export", "deploy", "summary")
 MODELS = ("sparse", "pruned", "finetuned")
@@ -60,7 +59,7 @@ class Pipeline:
         return {"overrides": self.overrides, "done": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def _save_state(self) -> None:
-        atomic_write_bytes(self.state_file, json.dumps(self.state, indent=1, default=_plain).encode())
+        write_json(self.state_file, self.state)
 
     def path(self, *p: str) -> str:
         return os.path.join(self.out, *p)
@@ -171,14 +170,6 @@ class Pipeline:
         rows = summarize(self._weights(), onnx, cfg, self.out, log=self.log)
         rows["wall_s"] = sum(self.state["done"][s].get("seconds", 0) for s in self.state["done"])
         return rows
-
-
-def _plain(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def run_pipeline(output: str = "output/pipeline", overrides: Sequence[str] = (), fresh: bool = False,

@@ -5,13 +5,13 @@ are noisy: only ratios measured side by side mean much).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Callable, Dict, Mapping
 
 import numpy as np
 
+from .jsonio import write_json
 from .model.weights import atomic_write_bytes
 
 
@@ -72,7 +72,7 @@ def summarize(weights: Mapping[str, str], onnx: Mapping[str, str], cfg, out_dir:
     paths = {"json": os.path.join(out_dir, "summary.json"), "md": os.path.join(out_dir, "summary.md"),
              "plot": os.path.join(out_dir, "map_vs_flops.png")}
     plot_map_vs_flops(rows, paths["plot"])
-    atomic_write_bytes(paths["json"], json.dumps(result, indent=1).encode())
+    write_json(paths["json"], result)
     atomic_write_bytes(paths["md"], (md + "\n\n![mAP against GFLOPs](map_vs_flops.png)\n").encode())
     log(md)
     result["paths"] = paths

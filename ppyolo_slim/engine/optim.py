@@ -81,8 +81,11 @@ class Optimizer:
         lrs = {g: target for g in GROUPS}
         if ni < self.warmup_iters:
             xi = [0, self.warmup_iters]
+            # Adam's step is ~lr whatever the gradient's scale: a 0.1 bias warmup would throw the
+            # Detect priors around, so (as ultralytics does for AdamW) biases warm up from 0 there.
+            bias_start = float(self.sched["warmup_bias_lr"]) if self.kind == "sgd" else 0.0
             for g in GROUPS:
-                start = float(self.sched["warmup_bias_lr"]) if g == "bias" else 0.0
+                start = bias_start if g == "bias" else 0.0
                 lrs[g] = float(np.interp(ni, xi, [start, target]))
             if self.kind == "sgd":
                 self.opt._momentum = float(np.interp(ni, xi, [float(self.sched["warmup_momentum"]),

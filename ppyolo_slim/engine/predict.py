@@ -100,6 +100,9 @@ def set_device(device: str) -> None:
             paddle.set_device(device)
         except (ValueError, RuntimeError) as e:
             raise PredictorUnavailable(f"device {device!r} is not available here ({e})") from None
+    if paddle.get_device() == "cpu":
+        from .trainer import set_cpu_threads
+        set_cpu_threads(0)
 
 
 def load_predictor(kind: str, path: str, **kw) -> Predictor:

@@ -5,7 +5,6 @@ the config says which. Rank 0 alone evaluates, logs and writes files.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -19,7 +18,7 @@ import paddle
 from ..config import Config, dump_config
 from ..model import ModelMeta, assign_state, build_model, load_weights
 from ..model.spec import SCALES
-from ..model.weights import atomic_write_bytes
+from ..jsonio import write_json
 from .checkpoint import load_checkpoint, save_checkpoint, writing
 from .ema import ModelEMA
 from .logger import make_logger
@@ -28,6 +27,13 @@ from .optim import Optimizer
 
 class TrainingDiverged(RuntimeError):
     """A NaN or inf in the loss or the gradients; the last good checkpoint is intact."""
+
+
+def set_cpu_threads(threads: int, world_size: int = 1) -> int:
+    """``import paddle`` pins its CPU kernels to one thread; use the cores we have."""
+    n = threads or max(1, (os.cpu_count() or 1) // max(world_size, 1))
+    paddle.base.core.set_num_threads(int(n))
+    return int(n)
 
 
 def select_device(device: str) -> str:
@@ -57,6 +63,7 @@ class Trainer:
         self.out = cfg["output_dir"]
         self.progress = progress and rank == 0
         self.device = select_device(cfg["device"])
+        self.threads = set_cpu_threads(int(cfg["threads"]), world_size) if self.device == "cpu" else 0
         self.amp = bool(cfg["amp"]) and self.device.startswith("gpu")
         seed_everything(int(cfg["seed"]))   # same init on every rank
         self.resume_state = load_checkpoint(resume) if resume else None
@@ -248,8 +255,7 @@ class Trainer:
         if self.world > 1:
             summary["rank_weight_digests"] = self._gather_digests()
         if self.rank == 0:
-            atomic_write_bytes(os.path.join(self.out, "results.json"),
-                               json.dumps(summary, indent=1, default=float).encode())
+            write_json(os.path.join(self.out, "results.json"), summary)
         self.logger.close()
         return summary
 

@@ -8,7 +8,6 @@ folder appears in one rename; into an existing folder each file is replaced atom
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -18,6 +17,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from ..jsonio import dumps
 from .check import DEFAULT_TOL, ExportCheckError, check_export
 from .inference_cfg import CFG_NAME, build_infer_cfg, dump_infer_cfg
 from .onnx_graph import (MIN_NMS_OPSET, NMS_OUTPUT, RAW_OUTPUT, OnnxExportError, append_nms,
@@ -256,24 +256,13 @@ def _export(model, meta, output, img_size, batch, opset, nms, onnx, check, conf_
             "versions": _versions(), "made_by": getattr(meta, "made_by", {}),
         }
         with open(os.path.join(tmp, REPORT_NAME), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1, default=_json_default)
-            f.write("\n")
+            f.write(dumps(report))
         _publish(tmp, output)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     log(f"export {'checked and ' if check else ''}written in {time.time() - t_all:.1f} s -> {output}")
     return report
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def export_model(weights: str, output: str, img_size: Optional[int] = None, batch: Optional[int] = 1,

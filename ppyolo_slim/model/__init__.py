@@ -1,7 +1,7 @@
 """The YOLOv5 model: one layer list (spec.py), channels from weights (channels.py)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import numpy as np
 

@@ -7,7 +7,6 @@ one JSON string under ``META_KEY``.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -132,6 +131,12 @@ def _default_anchors():
     return DEFAULT_ANCHORS
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``.
     A crash or a full disk leaves the previous file intact."""
@@ -143,6 +148,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:

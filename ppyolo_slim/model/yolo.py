@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import paddle

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import glob
 import io
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..jsonio import write_json as _write_json
 from ..model.weights import atomic_write_bytes
 
 _STATS = ("_mean", "_variance")
@@ -81,17 +81,7 @@ def _plain(m):
 
 
 def write_json(path: str, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+    _write_json(path, obj, indent=2)
 
 
 def format_table(rep: Mapping[str, Any]) -> str:
