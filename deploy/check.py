@@ -4,10 +4,11 @@ The builder emits into a :class:`numpy_net.NumpyNetwork` (the same calls it make
 GPU), the stand-in executes them with TensorRT's layer semantics, and the output is
 compared with ``ppyolo_slim.load_model(weights)`` on the same input.
 
-Tolerance: max |trt - paddle| < 1e-4, or, for values so large that 1e-4 is finer than
-float32 can tell apart (|v| > 512: spacing 6e-5, above 1024: 1.2e-4), 4 float32 spacings
-of the value (``ulps``). The stand-in runs in float64 by default so the difference
-measured is Paddle's own float32 rounding, not the sum of two.
+Tolerance: max |trt - paddle| < 1e-4, or, for values so large that 1e-4 is near what float32
+can tell apart, 16 float32 spacings of the value (``ulps``). The stand-in runs in float64 by
+default, so the difference measured is Paddle's own float32 rounding, accumulated over ~60
+layers: on a trained model a decoded box side of 372 px came out exactly 4 spacings
+(1.2e-4 px) off. A wrong layer shows up as 1e-2 or more (tests/test_deploy_build.py).
 """
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ class CheckReport:
         return asdict(self)
 
 
-def within_tolerance(got: np.ndarray, ref: np.ndarray, atol: float = 1e-4, ulps: float = 4.0) -> np.ndarray:
+ULPS = 16.0
+
+
+def within_tolerance(got: np.ndarray, ref: np.ndarray, atol: float = 1e-4, ulps: float = ULPS) -> np.ndarray:
     """Elementwise: |got - ref| <= max(atol, ulps * float32 spacing at |ref|)."""
     spacing = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
     return np.abs(got.astype(np.float64) - ref.astype(np.float64)) <= np.maximum(atol, ulps * spacing)
@@ -118,7 +122,7 @@ def check_against_paddle(weights: str, img_size=320, batch: int = 1, seed: int =
     report = CheckReport(
         weights=weights, img_size=(h, w), batch=batch, output_shape=tuple(got.shape),
         max_abs_diff=float(d.max()), worst=worst,
-        tolerance=f"|diff| <= max({atol:g}, 4 float32 ulps of the value)",
+        tolerance=f"|diff| <= max({atol:g}, {ULPS:g} float32 ulps of the value)",
         passed=bool(within_tolerance(got, ref, atol).all()), layers=network.num_layers,
         seconds_paddle=t1 - t0, seconds_numpy=t2 - t1, channels=channels)
 
