@@ -110,13 +110,11 @@ def result_path(name: str, quick: bool) -> str:
 
 
 def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    from ppyolo_slim.jsonio import json_default
+    try:
+        return json_default(o)
+    except TypeError:      # results may carry paths and other objects: keep them as text
+        return str(o)
 
 
 def write_result(name: str, quick: bool, result: Mapping[str, Any]) -> str:

@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny generated data set (the embedded generator, small parameters)."""
+import dataclasses
+import importlib.util
 import os
 
+import numpy as np
 import pytest
 
 import ppyolo_slim  # noqa: F401  (import order, STACK.md trap 2)
@@ -20,3 +23,34 @@ def tiny_train_overrides(data_yaml, out_dir, **extra):
          "schedule.warmup_epochs": 0.0}
     o.update(extra)
     return [f"{k}={v}" for k, v in o.items()]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_tool(name):
+    """tools/<name>.py as a module (tools/ holds scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def uneven_model(nc=3, seed=0):
+    """A YOLOv5n whose widths are no multiple of anything, as a pruned one's would be, with
+    random BN statistics and scales so BN matters."""
+    import paddle.nn as nn
+    from ppyolo_slim.model import expand_scale
+    from ppyolo_slim.model.yolo import YOLOv5
+    net = expand_scale("n", nc=nc)
+    rng = np.random.default_rng(seed)
+    net.layers = [dataclasses.replace(L, out_channels=max(5, L.out_channels - int(rng.integers(1, 7))))
+                  if L.out_channels else L for L in net.layers]
+    model = YOLOv5(net)
+    for layer in model.sublayers():
+        if isinstance(layer, nn.BatchNorm2D):
+            c = layer.weight.shape[0]
+            layer._mean.set_value(rng.normal(0, 0.1, c).astype("float32"))
+            layer._variance.set_value(rng.uniform(0.5, 1.5, c).astype("float32"))
+            layer.weight.set_value(rng.uniform(0.5, 1.5, c).astype("float32"))
+    return model

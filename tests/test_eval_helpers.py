@@ -1,20 +1,14 @@
 """Helpers (no tests) shared by the eval/infer tests: images of solid rectangles, and a 'predictor' that finds
 them in the letterboxed input by colour (so mapping boxes back can be checked exactly)."""
-import importlib.util
 import os
 
 import numpy as np
 
+from conftest import load_tool  # noqa: F401  (re-exported for the eval/infer tests)
+
 BG = (40, 40, 40)
 COLORS = [(255, 0, 0), (0, 255, 0)]      # RGB of class 0, class 1
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def write_rect_image(path, w, h, rects):

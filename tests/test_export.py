@@ -2,7 +2,6 @@
 runtimes (onnxruntime, Paddle Inference), the ONNX NMS tail against the NumPy NMS, the
 predictors through evaluate_model / tools/infer.py, and failure modes (tampered files,
 bad arguments, a failed export leaving nothing behind)."""
-import dataclasses
 import json
 import os
 import shutil
@@ -15,7 +14,6 @@ import cv2
 import onnx
 import onnxruntime as ort
 import paddle
-import paddle.nn as nn
 import yaml
 from onnx import numpy_helper
 
@@ -25,24 +23,15 @@ from ppyolo_slim.engine.postprocess import non_max_suppression
 from ppyolo_slim.engine.predict import DygraphPredictor
 from ppyolo_slim.export import (ExportCheckError, OnnxPredictor, PaddleInferencePredictor, check_export,
                                 export_model, nms_model)
+from conftest import load_tool, uneven_model
 from ppyolo_slim.export import exporter as exporter_mod
 from ppyolo_slim.export.check import NOISE_FACTOR, synthetic_predictions
-from ppyolo_slim.model import ModelMeta, build_model, expand_scale, save_weights
-from ppyolo_slim.model.yolo import YOLOv5
+from ppyolo_slim.model import ModelMeta, build_model, save_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_tool(name):
-    """tools/<name>.py as a module (tools/ is scripts, not a package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-export_tool, infer_tool = _load_tool("export"), _load_tool("infer")
+export_tool, infer_tool = load_tool("export"), load_tool("infer")
 
 TOL = 1e-4   # the exporter's floor: boxes / img_size and scores
 
@@ -72,17 +61,8 @@ def _uneven_state(nc=3):
     """A pruned-looking model: every width cut by an odd amount, random BN statistics, and
     head biases that give confident, varied scores (so NMS and mAP have work to do)."""
     paddle.seed(0)   # the conv weights come from Paddle's initialisers
-    net = expand_scale("n", nc=nc)
-    rng = np.random.default_rng(0)
-    net.layers = [dataclasses.replace(L, out_channels=max(5, L.out_channels - int(rng.integers(1, 7))))
-                  if L.out_channels else L for L in net.layers]
-    model = YOLOv5(net)
-    for layer in model.sublayers():
-        if isinstance(layer, nn.BatchNorm2D):
-            c = layer.weight.shape[0]
-            layer._mean.set_value(rng.normal(0, 0.1, c).astype("float32"))
-            layer._variance.set_value(rng.uniform(0.5, 1.5, c).astype("float32"))
-            layer.weight.set_value(rng.uniform(0.5, 1.5, c).astype("float32"))
+    model = uneven_model(nc)
+    rng = np.random.default_rng(1)
     for conv in model.detect.m:   # logits with a spread of ~1 around 0: scores all over (0, 1)
         conv.weight.set_value(conv.weight.numpy() * 5)
         b = conv.bias.numpy().reshape(3, nc + 5)

@@ -1,10 +1,10 @@
 """The architecture against the published ultralytics figures, and the decode against NumPy."""
-import dataclasses
 
 import numpy as np
 import pytest
 
 import ppyolo_slim  # noqa: F401  (import order, STACK.md trap 2)
+from conftest import uneven_model
 import paddle
 import paddle.nn as nn
 
@@ -75,22 +75,6 @@ def test_decode_matches_numpy_reference():
     ref = _numpy_decode(raw, np.asarray(meta.anchors).reshape(3, 3, 2), (8, 16, 32))
     np.testing.assert_allclose(decoded, ref, rtol=1e-5, atol=1e-4)
     assert decoded[..., 4:].min() >= 0 and decoded[..., 4:].max() <= 1
-
-
-def uneven_model(nc=3):
-    """A model whose widths are no multiple of anything, as a pruned one would be."""
-    net = expand_scale("n", nc=nc)
-    rng = np.random.default_rng(0)
-    net.layers = [dataclasses.replace(L, out_channels=max(5, L.out_channels - int(rng.integers(1, 7))))
-                  if L.out_channels else L for L in net.layers]
-    model = YOLOv5(net)
-    for layer in model.sublayers():
-        if isinstance(layer, nn.BatchNorm2D):
-            c = layer.weight.shape[0]
-            layer._mean.set_value(rng.normal(0, 0.1, c).astype("float32"))
-            layer._variance.set_value(rng.uniform(0.5, 1.5, c).astype("float32"))
-            layer.weight.set_value(rng.uniform(0.5, 1.5, c).astype("float32"))   # random BN stats: BN matters
-    return model
 
 
 def test_uneven_widths_build_from_the_weights_alone(tmp_path):
