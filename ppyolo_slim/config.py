@@ -6,6 +6,7 @@ the file (or the ``-o`` flag) it came from; so is a value of the wrong type.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Any, Dict, Iterable, Optional
 
@@ -121,6 +122,64 @@ OPTIONAL: Dict[str, type] = {
     "weights": str, "prune.threshold": float, "sparsity.bottleneck_rate": float,
 }
 
+# What a value must be beyond its type: (test, what it must be). Checked where the value is
+# given, so the error names the file or -o flag; a NaN or infinity is never accepted.
+def _between(lo, hi, lo_open=False, hi_open=False):
+    def ok(v):
+        return (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
+    what = f"{'>' if lo_open else '>='} {lo}" + ("" if hi is None else f" and {'<' if hi_open else '<='} {hi}")
+    return ok, what
+
+
+_AT_LEAST_0, _AT_LEAST_1, _ABOVE_0 = _between(0, None), _between(1, None), _between(0, None, lo_open=True)
+_SHARE, _BELOW_1 = _between(0, 1), _between(0, 1, hi_open=True)
+_MULTIPLE_OF_32 = (lambda v: v >= 32 and v % 32 == 0, "a multiple of 32 (the largest stride), at least 32")
+
+
+def _one_of(*names):
+    return (lambda v: v in names, "one of " + ", ".join(names))
+
+
+RANGES: Dict[str, tuple] = {
+    "model.scale": _one_of("n", "s", "m", "l", "x"),
+    "model.depth_multiple": _ABOVE_0, "model.width_multiple": _ABOVE_0,
+    "model.anchors": (lambda v: len(v) == 3 and len({len(r) for r in v}) == 1 and len(v[0]) % 2 == 0
+                      and all(x > 0 for r in v for x in r),
+                      "three rows (P3, P4, P5) of the same number of w,h pairs > 0"),
+    "img_size": _MULTIPLE_OF_32, "epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1,
+    "nominal_batch_size": _AT_LEAST_1, "workers": _AT_LEAST_0, "threads": _AT_LEAST_0,
+    "device": (lambda v: v in ("auto", "cpu", "gpu") or (v.startswith("gpu:") and v[4:].isdigit()),
+               "auto, cpu, gpu or gpu:N"),
+    "optimizer.type": _one_of("SGD", "Adam", "AdamW"),
+    "optimizer.lr0": _ABOVE_0, "optimizer.lrf": _between(0, 1, lo_open=True), "optimizer.momentum": _BELOW_1,
+    "optimizer.weight_decay": _AT_LEAST_0,
+    "schedule.type": _one_of("cosine", "linear"), "schedule.warmup_epochs": _AT_LEAST_0,
+    "schedule.warmup_min_iters": _AT_LEAST_0, "schedule.warmup_momentum": _SHARE,
+    "schedule.warmup_bias_lr": _AT_LEAST_0,
+    "loss.box": _AT_LEAST_0, "loss.obj": _AT_LEAST_0, "loss.cls": _AT_LEAST_0, "loss.cls_pw": _ABOVE_0,
+    "loss.obj_pw": _ABOVE_0, "loss.anchor_t": _between(1, None, lo_open=True), "loss.label_smoothing": _BELOW_1,
+    "loss.balance": (lambda v: len(v) == 3 and all(x >= 0 for x in v), "three numbers >= 0 (P3, P4, P5)"),
+    "augment.mosaic": _SHARE, "augment.hsv_h": _SHARE, "augment.hsv_s": _SHARE, "augment.hsv_v": _SHARE,
+    "augment.degrees": _between(0, 180), "augment.translate": _BELOW_1, "augment.scale": _BELOW_1,
+    "augment.shear": _between(0, 90, hi_open=True), "augment.fliplr": _SHARE, "augment.flipud": _SHARE,
+    "ema.decay": _between(0, 1, lo_open=True, hi_open=True), "ema.tau": _ABOVE_0,
+    "eval.interval": _AT_LEAST_1, "eval.conf_thres": _SHARE, "eval.iou_thres": _SHARE,
+    "eval.max_det": _AT_LEAST_1, "eval.batch_size": _AT_LEAST_1,
+    "sparsity.rate": _AT_LEAST_0, "sparsity.schedule": _one_of("constant", "linear", "cosine"),
+    "sparsity.final_rate": _AT_LEAST_0, "sparsity.bottleneck_rate": _AT_LEAST_0,
+    "log.interval": _AT_LEAST_1, "log.images": _AT_LEAST_0,
+    "prune.ratio": _BELOW_1, "prune.threshold": _AT_LEAST_0, "prune.min_channels": _AT_LEAST_1,
+    "prune.round_to": _AT_LEAST_1, "prune.criterion": _one_of("bn_scale", "l1_norm", "fpgm"),
+    "export.opset": _between(7, None),
+    "pipeline.scale": _ABOVE_0, "pipeline.finetune_epochs": _AT_LEAST_1,
+}
+
+
+def _finite(v: Any) -> bool:
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return not isinstance(v, list) or all(_finite(x) for x in v)
+
 
 def _type_ok(v: Any, want: type) -> bool:
     if isinstance(v, bool):
@@ -162,6 +221,14 @@ def _check(cfg: Dict[str, Any], schema: Dict[str, Any], source: str, prefix: str
                 what = "a list of numbers" if want is list else want.__name__
                 if path == "model.anchors":
                     what = "a list of rows of numbers (w,h pairs in pixels)"
+                raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
+            if v is None:
+                continue
+            if not _finite(v):
+                what = "finite numbers" if isinstance(v, list) else "a finite number"
+                raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
+            ok, what = RANGES.get(path, (None, None))
+            if ok is not None and not ok(v):
                 raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
 
 

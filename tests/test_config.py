@@ -1,6 +1,6 @@
 import pytest
 
-from ppyolo_slim.config import ConfigError, load_config
+from ppyolo_slim.config import DEFAULTS, OPTIONAL, RANGES, ConfigError, _check, load_config
 
 CONFIGS = ["configs/base.yml", "configs/sparse.yml", "configs/finetune.yml"]
 
@@ -50,3 +50,43 @@ def test_base_cycle_and_missing_base(tmp_path):
     c.write_text("_BASE_: nope.yml\n")
     with pytest.raises(ConfigError, match=r"nope\.yml: config file not found"):
         load_config(str(c))
+
+
+@pytest.mark.parametrize("item,msg", [
+    ("epochs=-3", "'epochs' must be >= 1, got -3"),
+    ("epochs=0", "'epochs' must be >= 1"),
+    ("img_size=100", "'img_size' must be a multiple of 32"),
+    ("optimizer.lr0=.nan", "'optimizer.lr0' must be a finite number"),
+    ("sparsity.rate=.inf", "'sparsity.rate' must be a finite number"),
+    ("optimizer.lr0=0", "'optimizer.lr0' must be > 0"),
+    ("prune.ratio=1", "'prune.ratio' must be >= 0 and < 1"),
+    ("augment.mosaic=1.5", "'augment.mosaic' must be >= 0 and <= 1"),
+    ("device=gpu:x", "'device' must be auto, cpu, gpu or gpu:N"),
+    ("optimizer.type=sgd", "'optimizer.type' must be one of SGD, Adam, AdamW"),
+    ("prune.criterion=l2", "'prune.criterion' must be one of bn_scale, l1_norm, fpgm"),
+    ("loss.balance=[1, 2]", "'loss.balance' must be three numbers"),
+    ("model.anchors=[[10, 13], [30, -61], [116, 90]]", "'model.anchors' must be three rows"),
+    ("model.anchors=[[10, 13, 16, 30], [30, 61], [116, 90]]", "same number of w,h pairs"),
+])
+def test_values_out_of_range_are_named(item, msg):
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/sparse.yml", [item])
+    assert str(e.value).startswith(f"-o {item}:") and msg in str(e.value), str(e.value)
+
+
+def test_range_in_a_file_names_the_file(tmp_path):
+    p = tmp_path / "neg.yml"
+    p.write_text("epochs: 5\nschedule:\n  warmup_epochs: -1\n")
+    with pytest.raises(ConfigError, match=r"neg\.yml: 'schedule\.warmup_epochs' must be >= 0, got -1"):
+        load_config(str(p))
+
+
+def test_every_range_names_a_known_key_and_defaults_pass():
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    assert set(RANGES) <= set(leaves(DEFAULTS)), set(RANGES) - set(leaves(DEFAULTS))
+    _check(DEFAULTS, DEFAULTS, "defaults")   # the defaults themselves obey the rules
+    for path in ("configs/full.yml", "configs/prune.yml"):
+        load_config(path)
+    assert set(OPTIONAL) - {"weights"} <= set(RANGES)

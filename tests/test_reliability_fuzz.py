@@ -224,7 +224,15 @@ VALUES = st.one_of(st.sampled_from(["1", "-3", "0.5", ".nan", ".inf", "true", "n
                    st.text(max_size=16))
 
 
+def _finite(v):
+    if isinstance(v, list):
+        return all(_finite(x) for x in v)
+    return not isinstance(v, float) or math.isfinite(v)
+
+
 def _value_ok(path, v):
+    if not _finite(v):
+        return False
     d = LEAVES[path]
     if d is None:
         return v is None or (isinstance(v, NULLABLE[path]) and not isinstance(v, bool))
