@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .config import Config, load_config
 from .jsonio import write_json
+from .model.weights import remove_stale_temps
 
 STAGES = ("sparse", "prune", "finetune", "export", "deploy", "summary")
 MODELS = ("sparse", "pruned", "finetuned")
@@ -67,6 +68,8 @@ class Pipeline:
     # ---- stages --------------------------------------------------------------------------
     def run(self, until: Optional[str] = None) -> Dict[str, Any]:
         os.makedirs(self.out, exist_ok=True)
+        for p in remove_stale_temps(self.out, recursive=True):
+            self.log(f"[pipeline] removed {p}: left by a killed run")
         for stage in STAGES:
             if stage in self.state["done"]:
                 self.log(f"[pipeline] {stage}: done before, skipped")

@@ -193,6 +193,7 @@ def test_kill_at_each_kind_of_moment_then_resume(tiny_data, tmp_path, straight_r
     c = Child("train", train_args(tiny_data, out, resume=True), log)
     assert c.finish() == 0, log.read_text()[-2000:]
     assert_every_file_whole(out)
+    assert temp_files(out) == [], "the killed writers' temporary files are cleaned up on resume"
     res = json.loads((out / "results.json").read_text())
     assert [h["epoch"] for h in res["history"]] == list(range(EPOCHS))
     assert_same_weights(out / "last.pdparams", straight_run / "last.pdparams")
@@ -262,6 +263,9 @@ def test_kill_pipeline_between_and_inside_stages_then_rerun(tiny_data, tmp_path)
     assert c.finish() == 0, log.read_text()[-3000:]
     assert done() == {"sparse", "prune", "finetune", "export", "deploy", "summary"}
     files = assert_every_file_whole(out)
+    left = [os.path.join(r, n) for r, ds, fs in os.walk(out) for n in fs + ds
+            if n.endswith(".tmp") or ".export-" in n]
+    assert left == [], f"temporary files of the killed runs are left: {left}"
     for f in ("summary.md", "summary.json", "export/finetuned/model.onnx", "finetune/best.pdparams",
               "finetune/last.pdparams"):
         assert f in files, f

@@ -154,3 +154,44 @@ def test_save_is_atomic_and_keeps_old_file_on_failure(saved, tmp_path, monkeypat
         save_weights(str(out), model.state_dict(), META)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pdparams"]   # no temp file left
+
+
+def test_stale_temps_of_killed_writers_are_removed_and_nothing_else(tmp_path):
+    import subprocess
+    import sys
+    from ppyolo_slim.model.weights import remove_stale_temps
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                   # a pid that ran and is gone
+    keep = {"last.pdparams": b"final", ".hidden.yml": b"not a temp",
+            f".last.state.{os.getpid()}.ab_12cd.tmp": b"a live writer's",
+            ".best.pdparams.x.ab12.tmp": b"no pid: not our pattern"}
+    stale = {f".last.state.{dead.pid}.k3j_9x.tmp": b"half written", f"sub/.best.pdparams.{dead.pid}.q1.tmp": b"x"}
+    for name, data in {**keep, **stale}.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    export_dir = tmp_path / f".onnx.export-{dead.pid}-a1b2c3"
+    export_dir.mkdir()
+    (export_dir / "model.onnx").write_bytes(b"partial")
+    live_export = tmp_path / f".onnx.export-{os.getpid()}-zz"
+    live_export.mkdir()
+
+    assert remove_stale_temps(str(tmp_path / "missing")) == []
+    top = remove_stale_temps(str(tmp_path))      # not recursive: sub/ is left
+    assert sorted(os.path.basename(p) for p in top) == sorted([f".last.state.{dead.pid}.k3j_9x.tmp",
+                                                              export_dir.name])
+    assert (tmp_path / "sub" / f".best.pdparams.{dead.pid}.q1.tmp").exists()
+    assert [os.path.basename(p) for p in remove_stale_temps(str(tmp_path), recursive=True)] == [
+        f".best.pdparams.{dead.pid}.q1.tmp"]
+    for name, data in keep.items():
+        assert (tmp_path / name).read_bytes() == data
+    assert live_export.is_dir() and not export_dir.exists()
+
+
+def test_temp_name_carries_the_writer_pid(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (seen.append(os.path.basename(a)), real(a, b)))
+    from ppyolo_slim.model.weights import _TEMP_NAME, atomic_write_bytes
+    atomic_write_bytes(str(tmp_path / "x.json"), b"{}")
+    m = _TEMP_NAME.match(seen[0])
+    assert m and int(m.group(1)) == os.getpid(), seen

@@ -18,6 +18,7 @@ import paddle
 from ..config import Config, dump_config
 from ..model import ModelMeta, assign_state, build_model, load_weights
 from ..model.spec import SCALES
+from ..model.weights import remove_stale_temps
 from ..jsonio import write_json
 from .checkpoint import load_checkpoint, save_checkpoint, writing
 from .ema import ModelEMA
@@ -67,6 +68,9 @@ class Trainer:
         self.amp = bool(cfg["amp"]) and self.device.startswith("gpu")
         seed_everything(int(cfg["seed"]))   # same init on every rank
         self.resume_state = load_checkpoint(resume) if resume else None
+        if rank == 0:
+            for p in remove_stale_temps(self.out):
+                print(f"removed {p}: a temporary file left by a killed run", file=sys.stderr)
         self._setup_data()
         self._setup_model()
         self._setup_optim()

@@ -200,7 +200,7 @@ def _export(model, meta, output, img_size, batch, opset, nms, onnx, check, conf_
     log(f"exporting {source or 'model'}: nc={nc}, {count_parameters(reference):,} parameters, "
         f"{img_size}x{img_size}, batch {batch or 'dynamic'} -> {output}")
 
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.export-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.export-{os.getpid()}-", dir=parent)
     try:
         t = time.time()
         twin = _fresh_copy(model)

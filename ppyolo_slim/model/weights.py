@@ -11,6 +11,8 @@ import json
 import math
 import os
 import pickle
+import re
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -142,7 +144,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     A crash or a full disk leaves the previous file intact."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    # the writer's pid in the name lets remove_stale_temps tell a killed writer's leftovers from live ones
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -156,6 +159,41 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+# .<name>.<pid>.<mkstemp part>.tmp files and .<name>.export-<pid>-<part> folders (exporter)
+_TEMP_NAME = re.compile(r"^\..+\.(?:(\d+)\.[A-Za-z0-9_]+\.tmp|export-(\d+)-[A-Za-z0-9_]+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True     # someone else's process, or cannot tell: keep its files
+    return True
+
+
+def remove_stale_temps(folder: str, recursive: bool = False) -> List[str]:
+    """Delete temporary files and export folders left in ``folder`` by a writer that was
+    killed (its pid no longer runs here); returns their paths. Final files are never touched."""
+    removed: List[str] = []
+    if not os.path.isdir(folder):
+        return removed
+    for root, dirs, files in os.walk(folder):
+        for name in files + dirs:
+            m = _TEMP_NAME.match(name)
+            if not m or _alive(int(m.group(1) or m.group(2))):
+                continue
+            p = os.path.join(root, name)
+            try:
+                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+                removed.append(p)
+            except OSError:
+                pass        # not ours to fight over; it stays, as before
+        dirs[:] = [x for x in dirs if os.path.isdir(os.path.join(root, x))] if recursive else []
+    return removed
 
 
 def to_numpy_state(state: Mapping[str, Any]) -> Dict[str, np.ndarray]:
