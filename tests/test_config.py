@@ -90,3 +90,9 @@ def test_every_range_names_a_known_key_and_defaults_pass():
     for path in ("configs/full.yml", "configs/prune.yml"):
         load_config(path)
     assert set(OPTIONAL) - {"weights"} <= set(RANGES)
+
+
+@pytest.mark.parametrize("path,sparse", [("configs/sparse.yml", True), ("configs/full.yml", True),
+                                         ("configs/finetune.yml", False), ("configs/base.yml", False)])
+def test_sparsity_is_on_exactly_in_the_sparse_training_configs(path, sparse):
+    assert load_config(path)["sparsity"]["enabled"] is sparse
