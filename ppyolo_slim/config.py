@@ -319,18 +319,31 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Co
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         cfg = _merge(cfg, _load_file(path))
+    c = Config(_apply_overrides(cfg, overrides))
+    c["_source"] = os.path.abspath(path) if path else None
+    return c
+
+
+def _apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
     for item in overrides or ():
         o = parse_override(item)
         if "_BASE_" in o:
             raise ConfigError(f"-o {item}: _BASE_ works inside a config file only; give the file with -c")
         _check(o, DEFAULTS, f"-o {item}")
         cfg = _merge(cfg, o)
-    c = Config(cfg)
-    c["_source"] = os.path.abspath(path) if path else None
-    return c
+    return cfg
 
 
 def dump_config(cfg: Dict[str, Any], path: str) -> None:
     from .model.weights import atomic_write_bytes
     d = {k: v for k, v in cfg.items() if not k.startswith("_")}
     atomic_write_bytes(path, yaml.safe_dump(d, sort_keys=False).encode())
+
+
+def config_from_dict(d: Dict[str, Any], source: str, overrides: Iterable[str] = ()) -> Config:
+    """A config saved with a run (a plain dict), checked like a file, then ``-o`` overrides."""
+    d = {k: v for k, v in d.items() if not k.startswith("_") and k in DEFAULTS}   # keys since retired
+    _check(d, DEFAULTS, source)
+    c = Config(_apply_overrides(_merge(copy.deepcopy(DEFAULTS), d), overrides))
+    c["_source"] = source
+    return c

@@ -133,3 +133,57 @@ def test_fresh_model_has_the_detect_priors_once(tiny_data, tmp_path):
         np.testing.assert_allclose(b[:, 4], math.log(8 / (640 / s) ** 2), atol=1e-6)
         np.testing.assert_allclose(b[:, 5:], math.log(0.6 / (det.nc - 0.99)), atol=1e-6)
         np.testing.assert_allclose(b[:, :4], 0.0, atol=1e-6)
+
+
+def test_resume_path_without_config_takes_the_runs_own_config(two_epochs, tmp_path):
+    """ultralytics' `--resume PATH`: the run's saved settings and folder, not configs/sparse.yml's."""
+    import shutil
+    from ppyolo_slim.engine.run import train_config
+    out, _ = two_epochs
+    moved = tmp_path / "moved"                      # a run folder that was moved keeps working
+    shutil.copytree(out, moved)
+    cfg = train_config(None, ["epochs=3", "threads=1"], str(moved / "last.pdparams"))
+    assert cfg["output_dir"] == str(moved) and cfg["img_size"] == 64 and cfg["epochs"] == 3
+    assert cfg["threads"] == 1 and cfg["sparsity"]["enabled"] is True
+    assert cfg["data"] == load_config(str(out / "config.yml"))["data"]
+    from ppyolo_slim.engine.trainer import Trainer
+    Trainer(cfg, resume=str(moved / "last.pdparams"), progress=False)   # nothing to refuse
+
+
+def test_resume_with_another_recipe_or_folder_is_refused(two_epochs, tiny_data, tmp_path, capsys):
+    from ppyolo_slim.engine.trainer import Trainer
+    out, _ = two_epochs
+    last = str(out / "last.pdparams")
+    # the run's own overrides with more epochs and other threads: fine
+    Trainer(_cfg(tiny_data, out, epochs=4, threads=1), resume=last, progress=False)
+    # a lower LR and mosaic off may change on resume; they are listed
+    Trainer(_cfg(tiny_data, out, **{"optimizer.lr0": 0.0005, "augment.mosaic": 0.0}), resume=last, progress=False)
+    err = capsys.readouterr().err
+    assert "resume: changed from the run: augment.mosaic was 1.0 in the run, is 0.0 now; optimizer.lr0" in err
+    # sparsity off and another image size: each named, with what to do
+    with pytest.raises(ValueError) as e:
+        Trainer(_cfg(tiny_data, out, **{"sparsity.enabled": False, "img_size": 96}), resume=last, progress=False)
+    msg = str(e.value)
+    assert f"cannot resume {last}" in msg and "sparsity.enabled was True in the run, is False now" in msg
+    assert "img_size was 64 in the run, is 96 now" in msg and "--resume PATH without -c" in msg
+    # another output folder: the resumed run would write over someone else's files
+    with pytest.raises(ValueError, match=r"it would write to output_dir=.*other, not to the run's own folder"):
+        Trainer(_cfg(tiny_data, tmp_path / "other"), resume=last, progress=False)
+
+
+def test_train_tool_refuses_to_start_over_a_run_unless_told(two_epochs, tiny_data, tmp_path, capsys):
+    import shutil
+    from conftest import load_tool
+    out, _ = two_epochs
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    before = (run / "last.state").read_bytes()
+    args = ["--no-progress"]
+    for o in tiny_train_overrides(tiny_data, run, epochs=1):
+        args += ["-o", o]
+    with pytest.raises(SystemExit, match=r"already holds a training run .*--resume.*--exist-ok"):
+        load_tool("train").main(args)
+    assert (run / "last.state").read_bytes() == before          # nothing was touched
+    # --resume PATH with no -c: continues the run from its own settings (2 epochs: nothing left)
+    assert load_tool("train").main(["--no-progress", "--resume", str(run / "last.pdparams")]) == 0
+    assert "already finished 2 epochs" in capsys.readouterr().err

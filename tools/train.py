@@ -12,24 +12,31 @@ import ppyolo_slim  # noqa: E402,F401  (before paddle: import order, STACK.md tr
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-c", "--config", default="configs/sparse.yml")
-    ap.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, e.g. -o epochs=5 -o optimizer.lr0=0.005")
+    ap.add_argument("-c", "--config", help="config YAML (default: configs/sparse.yml; with --resume PATH: "
+                                           "the run's own saved config)")
+    ap.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="override config keys, e.g. -o epochs=5 optimizer.lr0=0.005 (or -o repeated)")
     ap.add_argument("--weights", help="initial weights (.pdparams); same as -o weights=PATH")
     ap.add_argument("--resume", nargs="?", const="", default=None, metavar="LAST",
-                    help="continue a run from its last.pdparams (default: OUTPUT_DIR/last.pdparams)")
+                    help="continue a run from its last.pdparams (default: OUTPUT_DIR/last.pdparams), "
+                         "with the settings it was started with")
+    ap.add_argument("--exist-ok", action="store_true",
+                    help="start a new run in an output folder that already holds one (overwrites it)")
     ap.add_argument("--nprocs", type=int, default=None,
                     help="data-parallel training in N CPU processes (gloo); GPUs: paddle.distributed.launch")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    from ppyolo_slim.config import ConfigError, load_config
-    from ppyolo_slim.engine.run import train_main
+    from ppyolo_slim.config import ConfigError
+    from ppyolo_slim.engine.run import refuse_to_overwrite_a_run, train_config
     overrides = list(args.opt) + ([f"weights={args.weights}"] if args.weights else [])
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = train_config(args.config, overrides, args.resume)
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    if args.resume is None and not args.exist_ok:
+        refuse_to_overwrite_a_run(cfg)
+    from ppyolo_slim.engine.run import train_main
     return train_main(cfg, resume=args.resume, progress=not args.no_progress, nprocs=args.nprocs)
 
 

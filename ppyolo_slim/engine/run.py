@@ -9,6 +9,38 @@ from typing import Optional
 from ..config import Config
 
 
+DEFAULT_CONFIG = "configs/sparse.yml"
+
+
+def train_config(config: Optional[str], overrides, resume: Optional[str]) -> Config:
+    """The config of a training run. ``--resume PATH`` without ``-c`` continues with the config
+    saved in the run's state (its folder as output_dir), as ultralytics' --resume does; with
+    ``-c`` the trainer refuses a config that differs from the run's in what defines it."""
+    from ..config import ConfigError, config_from_dict, load_config
+    if not resume or config:
+        return load_config(config or DEFAULT_CONFIG, overrides)
+    from ..model.weights import CheckpointError
+    from .checkpoint import load_checkpoint, state_path
+    try:
+        saved = load_checkpoint(resume)["train"].get("config")
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    if not saved:
+        raise ConfigError(f"{state_path(resume)} holds no config (written by an older version): "
+                          f"give the run's config with -c")
+    folder = os.path.dirname(os.path.abspath(resume))
+    return config_from_dict(saved, f"{state_path(resume)} (the run's saved config)",
+                            list(overrides) + [f"output_dir={folder}"])
+
+
+def refuse_to_overwrite_a_run(cfg: Config) -> None:
+    state = os.path.join(cfg["output_dir"], "last.state")
+    if os.path.isfile(state):
+        raise SystemExit(f"error: {cfg['output_dir']} already holds a training run ({state}). Continue it "
+                         f"with --resume, start over in it with --exist-ok, or pick another folder with "
+                         f"-o output_dir=PATH")
+
+
 def _resume_path(cfg: Config, resume):
     if resume is None:
         return None

@@ -10,7 +10,7 @@ import os
 import random
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -67,6 +67,7 @@ class Trainer:
         self.threads = set_cpu_threads(int(cfg["threads"]), world_size) if self.device == "cpu" else 0
         self.amp = bool(cfg["amp"]) and self.device.startswith("gpu")
         seed_everything(int(cfg["seed"]))   # same init on every rank
+        self.resume_path = resume
         self.resume_state = load_checkpoint(resume) if resume else None
         if rank == 0:
             for p in remove_stale_temps(self.out):
@@ -185,6 +186,13 @@ class Trainer:
 
     def _restore(self, st: Dict[str, Any]):
         tr = st["train"]
+        problems, changed = resume_conflicts(tr.get("config"), self.cfg, self.resume_path)
+        if changed and self.rank == 0:
+            print("resume: changed from the run: " + "; ".join(changed), file=sys.stderr)
+        if problems:
+            raise ValueError(f"cannot resume {self.resume_path} with this config: " + "; ".join(problems)
+                             + ". Resume with the run's own config (tools/train.py --resume PATH without -c), "
+                             "or start a new run from these weights with --weights")
         if self.ema is not None and st.get("ema") is not None:
             assign_state(self.ema.ema, st["ema"], source="resume state (ema)")
             self.ema.updates = int(tr.get("ema_updates", 0))
@@ -439,6 +447,46 @@ class Trainer:
                              extra={"train": {"epoch": epoch, "best_fitness": self.best_fitness}})
         save_checkpoint(os.path.join(self.out, "last.pdparams"), self.core, self.ema, self.optimizer,
                         meta, train)
+
+
+# What a run is: resuming it under other values of these would silently train another model
+# (the fine-tune state resumed with sparse.yml, say). Other keys may change on resume (a lower
+# LR, mosaic off for the last epochs, more epochs); the trainer prints what changed.
+RUN_DEFINING = ("model", "data", "img_size", "optimizer.type", "sparsity.enabled")
+
+
+def _leaves(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_leaves(v, f"{prefix}{k}."))
+    return out
+
+
+def resume_conflicts(saved: Optional[Dict[str, Any]], cfg: Config, resume_path: Optional[str]
+                     ) -> Tuple[List[str], List[str]]:
+    """(what forbids resuming ``resume_path`` with ``cfg``, what else changed from the run)."""
+    problems = []
+    if resume_path and os.path.realpath(cfg["output_dir"]) != os.path.dirname(os.path.realpath(resume_path)):
+        problems.append(f"it would write to output_dir={cfg['output_dir']}, not to the run's own folder "
+                        f"{os.path.dirname(resume_path) or '.'}")
+    if not saved:
+        return problems, []     # a state from before configs were saved: nothing to compare
+    want = _leaves({k: v for k, v in saved.items() if not k.startswith("_")})
+    have = _leaves({k: v for k, v in cfg.items() if not k.startswith("_")})
+    changed = []
+    for k in sorted(set(want) | set(have)):
+        a, b = want.get(k), have.get(k)
+        if a == b or k in ("output_dir", "weights") or (k == "data" and _same_data(a, b)):
+            continue
+        what = f"{k} was {a!r} in the run, is {b!r} now"
+        (problems if any(k == d or k.startswith(d + ".") for d in RUN_DEFINING) else changed).append(what)
+    return problems, changed
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and os.path.exists(a) and os.path.realpath(a) == os.path.realpath(b)
 
 
 def train(cfg: Config, resume: Optional[str] = None, rank: int = 0, world_size: int = 1,
