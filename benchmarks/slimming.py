@@ -73,6 +73,24 @@ def train_checkpoint(kind: str, config: str, overrides, epochs, work: str, fresh
     return best if best and os.path.isfile(best) else summary["last"]
 
 
+def _training_record(weights: str) -> dict:
+    """How a checkpoint was trained, from the results.json and config.yml the trainer wrote beside it."""
+    folder = os.path.dirname(weights)
+    rec = {}
+    try:
+        with open(os.path.join(folder, "results.json")) as f:
+            res = json.load(f)
+        rec = {k: res.get(k) for k in ("epochs", "train_s", "best_fitness")}
+        import yaml
+        with open(os.path.join(folder, "config.yml")) as f:
+            cfg = yaml.safe_load(f)
+        rec.update({"sparsity": cfg.get("sparsity"), "img_size": cfg.get("img_size"),
+                    "optimizer": cfg.get("optimizer"), "threads": cfg.get("threads")})
+    except (OSError, ValueError, AttributeError):
+        pass        # weights from elsewhere: the path alone is recorded
+    return rec
+
+
 def run_cell(source: str, weights: str, criterion: str, ratio: float, a, overrides, cell_dir: str,
              evaluator) -> dict:
     """Prune (unless ratio 0), score, fine-tune, score again."""
@@ -227,6 +245,7 @@ def main(argv=None) -> int:
         if not os.path.isfile(weights[s]):
             ap.error(f"--{s} {weights[s]}: no such file")
     result["checkpoints"] = weights
+    result["checkpoint_training"] = {s: _training_record(w) for s, w in weights.items()}
 
     from ppyolo_slim.slim import val_evaluator
     evaluator = val_evaluator(base)
@@ -252,7 +271,8 @@ def main(argv=None) -> int:
               f"fine-tuned ({row['seconds']:.0f} s)", flush=True)
 
     result["rows"] = rows
-    result["seconds"] = round(time.time() - t0, 1)
+    result["seconds"] = round(time.time() - t0, 1)     # this invocation (cells done before are reused)
+    result["cell_seconds_total"] = round(sum(r.get("seconds", 0.0) for r in rows), 1)
     png = os.path.join(os.path.dirname(C.result_path("slimming", a.quick)), "slimming_map_vs_flops.png")
     os.makedirs(os.path.dirname(png), exist_ok=True)
     plot(rows, a.img_size, png)
