@@ -12,7 +12,11 @@ majors; INT8 needs TensorRT 10 (implicit quantization with an entropy calibrator
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
+
+# a PredictorUnavailable, so tools/infer.py and tools/eval.py --engine report it as one line
+# (predict.py imports deploy only lazily: no import cycle)
+from ppyolo_slim.engine.predict import PredictorUnavailable
 
 INSTALL_HINT = """\
 How to install TensorRT (10.x, matching your CUDA; needs an NVIDIA GPU and driver):
@@ -25,8 +29,13 @@ Device buffers come from paddlepaddle-gpu (PPYOLO_SLIM_GPU=1 pip install -e ".[g
 hand-built layer graph on the CPU in NumPy and compares it with the Paddle model."""
 
 
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT or a GPU is missing; the message says which and how to get it."""
+class TensorRTUnavailable(PredictorUnavailable):
+    """TensorRT or a GPU is missing; the message says which and how to get it.
+    ``problems``: one line per missing piece, without the install hint."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()):
+        super().__init__(message)
+        self.problems = list(problems) or [message.split("\n")[0]]
 
 
 def import_tensorrt():
@@ -102,7 +111,7 @@ def require_tensorrt_and_gpu():
                         "(set PPYOLO_SLIM_ASSUME_GPU=1 to try anyway)")
     if problems:
         raise TensorRTUnavailable("cannot build or run a TensorRT engine here:\n  - " + "\n  - ".join(problems)
-                                  + "\n" + INSTALL_HINT)
+                                  + "\n" + INSTALL_HINT, problems)
     return trt, gpu
 
 

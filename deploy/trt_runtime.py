@@ -4,7 +4,7 @@
 :class:`TrtPredictor` puts it behind ppyolo_slim.engine.predict's predictor interface
 (``images [B,3,S,S] -> [B,N,5+nc]``), so the project's evaluator can score an engine.
 Importable without TensorRT; constructing either without TensorRT or a GPU raises
-TensorRTUnavailable with the install hint.
+TensorRTUnavailable (TrtEngine's with the install hint, TrtPredictor's in one line for the tools).
 
 NEVER RUN on the machines this was written on (no GPU, no TensorRT): see deploy/README.md.
 """
@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from .trt_compat import require_tensorrt_and_gpu
+from .trt_compat import TensorRTUnavailable, require_tensorrt_and_gpu
 
 
 def read_sidecar(engine_path: str) -> Dict[str, Any]:
@@ -116,7 +116,12 @@ class TrtPredictor:
         # the tools pass auto / cpu / gpu / gpu:N; TensorRT always runs on a GPU
         dev_id = int(device.split(":")[1]) if device.startswith("gpu:") else 0
         backend = device if device in ("paddle", "cuda-python") else "auto"
-        self.runner = TrtEngine(path, device=backend, device_id=dev_id)
+        try:
+            self.runner = TrtEngine(path, device=backend, device_id=dev_id)
+        except TensorRTUnavailable as e:   # the tools print one line; the install steps are in the README
+            missing = "; ".join(p.rstrip(".") for p in e.problems)
+            raise TensorRTUnavailable(f"--engine needs TensorRT and an NVIDIA GPU: {missing} "
+                                      "(how to install: deploy/README.md)", e.problems) from None
         side = self.runner.side
         if side.get("nms"):
             raise ValueError(f"{path}: built with --nms; its outputs are final detections, not the "

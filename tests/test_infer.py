@@ -171,3 +171,27 @@ def test_engine_imports_without_paddle():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(
         os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("tool", ["infer", "eval"])
+def test_engine_without_tensorrt_is_one_line_from_any_folder(tool, tmp_path):
+    """`--engine` with ppyolo_slim installed, run from outside the checkout: deploy/ is still
+    found, and no TensorRT (none here) is one line, not a traceback nor "No module named 'deploy'"."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    site = tmp_path / "site"               # an install: ppyolo_slim importable, the checkout not on sys.path
+    site.mkdir()
+    os.symlink(os.path.join(root, "ppyolo_slim"), site / "ppyolo_slim")
+    (tmp_path / "x.engine").write_bytes(b"not built here")
+    write_rect_image(str(tmp_path / "a.png"), 64, 64, [])
+    args = ["--source", "a.png", "--output", "out"] if tool == "infer" else []
+    env = {k: v for k, v in os.environ.items() if k != "PPYOLO_SLIM_ASSUME_GPU"}
+    env["PYTHONPATH"] = str(site)
+    r = subprocess.run([sys.executable, os.path.join(root, "tools", f"{tool}.py"), "--engine", "x.engine",
+                        "--device", "cpu"] + args, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300, env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: --engine needs TensorRT and an NVIDIA GPU: "), lines[0]
+    assert "import tensorrt" in lines[0] and "GPU" in lines[0][50:] and "deploy/README.md" in lines[0]

@@ -31,8 +31,9 @@ def parse_args(argv=None):
     p.add_argument("--iou-thres", type=float, help="NMS IoU; default: the config's eval.iou_thres (0.6)")
     p.add_argument("--max-det", type=int, help="detections kept per image; default: eval.max_det (300)")
     p.add_argument("--output", help="report path (default: eval.json beside the model)")
-    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. -o eval.batch_size=8 (repeatable)")
+    # extend + nargs="+": both `-o a=1 -o b=2` and PaddleDetection's `-o a=1 b=2`
+    p.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. -o eval.batch_size=8 eval.conf_thres=0.01 (repeatable)")
     return p.parse_args(argv)
 
 
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
             FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model_path = args.weights or args.onnx or args.model_dir
+    model_path = args.weights or args.onnx or args.model_dir or args.engine
     out = args.output or os.path.join(
         model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path)), "eval.json")
     atomic_write_bytes(out, (json.dumps(report, indent=1) + "\n").encode())

@@ -4,8 +4,9 @@
   python tools/infer.py --weights best.pdparams --source images/ --output out/
   python tools/infer.py --weights best.pdparams --source bus.jpg --output out/ --conf-thres 0.4
 
---onnx model.onnx (ONNX Runtime) and --model-dir DIR (Paddle Inference) take the place
-of --weights for exported models. Unreadable images are reported and skipped.
+--onnx model.onnx (ONNX Runtime), --model-dir DIR (Paddle Inference) and --engine X.engine
+(TensorRT, built by deploy/trt_build.py; needs a GPU) take the place of --weights.
+Unreadable images are reported and skipped.
 """
 import argparse
 import os

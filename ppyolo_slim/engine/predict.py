@@ -17,6 +17,7 @@ import glob
 import importlib
 import json
 import os
+import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,8 +30,11 @@ BACKENDS: Dict[str, str] = {
     "weights": "ppyolo_slim.engine.predict:DygraphPredictor.from_weights",
     "onnx": "ppyolo_slim.export.runtime:OnnxPredictor",                   # export helper (issue 6)
     "model_dir": "ppyolo_slim.export.runtime:PaddleInferencePredictor",
-    "engine": "deploy.trt_runtime:TrtPredictor",   # needs TensorRT and a GPU; run from the repo root
+    "engine": "deploy.trt_runtime:TrtPredictor",   # needs TensorRT and a GPU
 }
+# deploy/ sits beside ppyolo_slim/ in the checkout but is not an installed package
+# (realpath: a symlinked ppyolo_slim still finds its checkout)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 BACKEND_FLAGS = {"weights": "--weights", "onnx": "--onnx", "model_dir": "--model-dir", "engine": "--engine"}
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -112,12 +116,17 @@ def load_predictor(kind: str, path: str, **kw) -> Predictor:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder ({BACKEND_FLAGS.get(kind, kind)})")
     mod_name, attr = BACKENDS[kind].split(":")
+    if mod_name.split(".")[0] == "deploy" and REPO_ROOT not in sys.path:
+        # with ppyolo_slim installed, `python tools/infer.py` has tools/ on sys.path, not the checkout
+        sys.path.insert(0, REPO_ROOT)
     try:
         obj: Any = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
+        where = ("; it needs the deploy/ folder of a ppyolo-slim checkout (pip install -e . there)"
+                 if e.name == "deploy" else "")
         raise PredictorUnavailable(
             f"{BACKEND_FLAGS.get(kind, kind)} is not available in this installation "
-            f"({mod_name}: {e})") from None
+            f"({mod_name}: {e}){where}") from None
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj(path, **kw)
