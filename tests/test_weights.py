@@ -126,6 +126,50 @@ def test_pickle_with_code_payload_is_refused_without_running(tmp_path):
     assert marker.exists()
 
 
+def _tool_main(name):
+    from conftest import load_tool
+    if name != "trt_build":
+        return load_tool(name).main
+    from deploy import trt_build
+    return trt_build.main
+
+
+@pytest.mark.parametrize("tool", ["infer", "eval", "export", "prune", "trt_build"])
+def test_refused_pickle_is_one_line_in_every_tool(tool, tmp_path, capsys):
+    """A refused pickle is a CheckpointError (still an UnpicklingError), so each tool that takes
+    weights says so in one line instead of a traceback."""
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pdparams"
+    evil.write_bytes(pickle.dumps({"model.0.conv.weight": _Payload(marker)}, protocol=4))
+    with pytest.raises(CheckpointError) as e:
+        load_weights(str(evil))
+    assert isinstance(e.value, UnsafeCheckpointError) and isinstance(e.value, pickle.UnpicklingError)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(b"never read")
+    args = {"infer": ["--source", str(tmp_path / "img"), "--output", str(tmp_path / "out")],
+            "eval": [], "export": ["--output", str(tmp_path / "out")],
+            "prune": ["--output", str(tmp_path / "out")], "trt_build": ["--check"]}[tool]
+    rc = _tool_main(tool)(["--weights", str(evil)] + args)
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "evil.pdparams" in err and "refused to load" in err
+    assert not marker.exists()
+
+
+def test_torch_zip_given_as_pdparams_says_to_convert_it(tmp_path, capsys):
+    import zipfile
+    pt = tmp_path / "yolov5n.pdparams"          # an ultralytics .pt renamed: torch.save writes a zip
+    with zipfile.ZipFile(pt, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    with pytest.raises(CheckpointError, match=r"a zip archive \(a PyTorch / ultralytics \.pt checkpoint\?\).*"
+                       r"python tools/convert_weights\.py --src .*yolov5n\.pdparams --dst OUT\.pdparams"):
+        ppyolo_slim.load_model(str(pt))
+    from conftest import load_tool
+    assert load_tool("export").main(["--weights", str(pt), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "convert_weights.py" in err
+
+
 @pytest.mark.parametrize("content", [b"", b"\x80\x04garbage", b"not a pickle at all"])
 def test_truncated_or_garbage_file_is_a_named_error(tmp_path, content, saved):
     path = tmp_path / "broken.pdparams"

@@ -24,12 +24,13 @@ META_KEY = "__ppyolo_slim_meta__"
 PADDLE_NAME_MAP = "StructuredToParameterName@@"   # written by paddle.save; not a weight
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The file asks to import something other than arrays and plain containers."""
-
-
 class CheckpointError(ValueError):
     """A file that is not a readable checkpoint; the message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """The file asks to import something other than arrays and plain containers. A
+    CheckpointError too, so the tools that report those in one line report this one."""
 
 
 _ALLOWED = {
@@ -54,6 +55,12 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def safe_load_pickle(path: str) -> Any:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == b"PK":       # a zip: torch.save's format (ultralytics .pt), not paddle.save's pickle
+        raise CheckpointError(
+            f"{path}: a zip archive (a PyTorch / ultralytics .pt checkpoint?), not a Paddle .pdparams "
+            f"pickle; convert it first: python tools/convert_weights.py --src {path} --dst OUT.pdparams")
     try:
         with open(path, "rb") as f:
             return SafeUnpickler(f).load()
