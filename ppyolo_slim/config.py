@@ -33,7 +33,6 @@ DEFAULTS: Dict[str, Any] = {
     "workers": 2,
     "output_dir": "output/train",
     "weights": None,               # initial weights (.pdparams); channels come from them
-    "resume": False,
     "seed": 0,
     "device": "auto",              # auto, cpu, gpu, gpu:N
     "threads": 0,                  # CPU math threads per process; 0: all cores (import paddle sets 1)
@@ -259,11 +258,29 @@ def _read_yaml(path: str) -> Dict[str, Any]:
     return d
 
 
+# keys that did nothing and were removed; the config.yml saved with older runs still holds them
+RETIRED = ("resume",)
+
+# the checkout: ppyolo_slim/ and configs/ sit in it
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve_config_path(path: str) -> str:
+    """``path`` if it exists; a relative path that does not exist from the current folder but
+    does from the repo root (``-c configs/sparse.yml`` run from elsewhere) resolves there."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    in_repo = os.path.join(REPO_ROOT, path)
+    if os.path.exists(in_repo):
+        return in_repo
+    raise ConfigError(f"{path}: config file not found (looked in {os.getcwd()} and in {REPO_ROOT})")
+
+
 def _load_file(path: str, seen: tuple = ()) -> Dict[str, Any]:
     path = os.path.abspath(path)
     if path in seen:
         raise ConfigError(f"{path}: _BASE_ cycle through {' -> '.join(seen)}")
-    d = _read_yaml(path)
+    d = {k: v for k, v in _read_yaml(path).items() if k not in RETIRED}
     _check(d, DEFAULTS, path)
     bases = d.get("_BASE_", [])
     if isinstance(bases, str):
@@ -318,6 +335,7 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Co
     """DEFAULTS <- path (with its _BASE_ chain) <- each ``-o key=value``."""
     cfg = copy.deepcopy(DEFAULTS)
     if path:
+        path = resolve_config_path(path)
         cfg = _merge(cfg, _load_file(path))
     c = Config(_apply_overrides(cfg, overrides))
     c["_source"] = os.path.abspath(path) if path else None

@@ -96,3 +96,28 @@ def test_every_range_names_a_known_key_and_defaults_pass():
                                          ("configs/finetune.yml", False), ("configs/base.yml", False)])
 def test_sparsity_is_on_exactly_in_the_sparse_training_configs(path, sparse):
     assert load_config(path)["sparsity"]["enabled"] is sparse
+
+
+def test_relative_config_path_resolves_from_the_repo_root_when_not_in_the_cwd(tmp_path, monkeypatch):
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("configs/sparse.yml")          # not under tmp_path: the checkout's file
+    assert cfg["_source"] == os.path.join(root, "configs", "sparse.yml") and cfg.sparsity.enabled is True
+    (tmp_path / "configs").mkdir()                   # one in the current folder wins
+    (tmp_path / "configs" / "sparse.yml").write_text("epochs: 7\n")
+    assert load_config("configs/sparse.yml")["epochs"] == 7
+    with pytest.raises(ConfigError, match=r"configs/nope\.yml: config file not found \(looked in .* and in "):
+        load_config("configs/nope.yml")
+
+
+def test_retired_resume_key(tmp_path):
+    """`resume` did nothing and is gone: as -o it is unknown; a run's saved config.yml that
+    still holds it loads."""
+    assert "resume" not in DEFAULTS
+    with pytest.raises(ConfigError, match=r"-o resume=true: unknown config key 'resume'"):
+        load_config(None, ["resume=true"])
+    saved = tmp_path / "config.yml"
+    saved.write_text("epochs: 3\nresume: false\n")
+    cfg = load_config(str(saved))
+    assert cfg["epochs"] == 3 and "resume" not in cfg

@@ -192,3 +192,14 @@ def test_shipped_config_loads():
     cfg = load_config(os.path.join(root, "configs", "prune.yml"))
     assert cfg["weights"] == "output/sparse/best.pdparams" and cfg["output_dir"] == "output/prune"
     assert cfg["prune"] == DEFAULTS["prune"]          # the file states the defaults explicitly
+
+
+@pytest.mark.parametrize("tool,required", [("prune", []), ("eval", ["--weights", "w.pdparams"]),
+                                           ("pipeline", [])])
+def test_o_takes_repeated_flags_and_paddledetection_lists(tool, required):
+    from conftest import load_tool
+    parse = load_tool(tool).parse_args
+    for form in (["-o", "a=1", "-o", "b=2"], ["-o", "a=1", "b=2"], ["-o", "a=1", "b=2", "-o", "c=3"]):
+        want = [x for x in form if x != "-o"]
+        assert parse(required + form + ["--output", "o"]).opt == want, form
+    assert parse(required).opt == []

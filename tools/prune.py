@@ -40,16 +40,10 @@ def parse_args(argv=None):
                    help="PaddleSlim sensitivity analysis (9 ratios per layer) on a slice of val first")
     p.add_argument("--sensitivity-images", type=int, default=32, help="val images per sensitivity eval")
     p.add_argument("--sensitivity-layers", nargs="*", help="only these layers (e.g. model.2 model.9)")
-    p.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    # extend + nargs="+": both `-o a=1 -o b=2` and PaddleDetection's `-o a=1 b=2`
+    p.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. -o prune.min_channels=4 prune.round_to=8 (repeatable)")
     return p.parse_args(argv)
-
-
-def _config_path(arg):
-    if arg:
-        return arg
-    if os.path.isfile(DEFAULT_CONFIG):
-        return DEFAULT_CONFIG
-    return os.path.join(_ROOT, DEFAULT_CONFIG)
 
 
 def main(argv=None) -> int:
@@ -63,7 +57,7 @@ def main(argv=None) -> int:
     from ppyolo_slim.slim.workflow import prune_checkpoint, val_evaluator
 
     try:
-        cfg = load_config(_config_path(args.config), args.opt)
+        cfg = load_config(args.config or DEFAULT_CONFIG, args.opt)   # relative: also from the repo root
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

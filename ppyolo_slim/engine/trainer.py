@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 
-from ..config import Config, dump_config
+from ..config import DEFAULTS, Config, dump_config
 from ..model import ModelMeta, assign_state, build_model, load_weights
 from ..model.spec import SCALES
 from ..model.weights import remove_stale_temps
@@ -473,7 +473,7 @@ def resume_conflicts(saved: Optional[Dict[str, Any]], cfg: Config, resume_path: 
                         f"{os.path.dirname(resume_path) or '.'}")
     if not saved:
         return problems, []     # a state from before configs were saved: nothing to compare
-    want = _leaves({k: v for k, v in saved.items() if not k.startswith("_")})
+    want = _leaves({k: v for k, v in saved.items() if k in DEFAULTS})   # not keys retired since
     have = _leaves({k: v for k, v in cfg.items() if not k.startswith("_")})
     changed = []
     for k in sorted(set(want) | set(have)):
