@@ -21,6 +21,9 @@ from .model.weights import remove_stale_temps
 
 STAGES = ("sparse", "prune", "finetune", "export", "deploy", "summary")
 MODELS = ("sparse", "pruned", "finetuned")
+# the config of each training/pruning stage; relative paths also resolve from the repo root
+DEFAULT_CONFIGS = {"sparse": "configs/sparse.yml", "prune": "configs/prune.yml",
+                   "finetune": "configs/finetune.yml"}
 
 
 def _stage_config(path: str, overrides: Sequence[str], out: str, extra: Sequence[str]) -> Config:
@@ -33,8 +36,10 @@ class Pipeline:
                  progress: bool = True, log: Callable[[str], None] = print):
         self.out = os.path.abspath(output)
         self.overrides = list(overrides)
-        self.configs = {"sparse": "configs/sparse.yml", "prune": "configs/prune.yml",
-                        "finetune": "configs/finetune.yml", **(configs or {})}
+        unknown = set(configs or {}) - set(DEFAULT_CONFIGS)
+        if unknown:
+            raise ValueError(f"no pipeline stage {sorted(unknown)}; stages with a config: {list(DEFAULT_CONFIGS)}")
+        self.configs = {**DEFAULT_CONFIGS, **{k: os.path.normpath(v) for k, v in (configs or {}).items() if v}}
         self.progress, self.log = progress, log
         base = load_config(self.configs["sparse"], self.overrides)   # validates overrides early
         self.scale = float(base["pipeline"]["scale"])
@@ -53,11 +58,17 @@ class Pipeline:
                                  f"to start over") from None
             if not isinstance(st, dict) or not isinstance(st.get("done"), dict):
                 raise ValueError(f"{self.state_file}: not a pipeline state file; use --fresh to start over")
-            if st.get("overrides") != self.overrides:
+            # the run's settings: its -o overrides and stage configs, compared as given (a state
+            # from before configs were recorded ran the defaults)
+            ran = {"overrides": st.get("overrides"), "configs": st.get("configs", DEFAULT_CONFIGS)}
+            now = {"overrides": self.overrides, "configs": self.configs}
+            if ran != now:
+                diff = "; ".join(f"{k} {ran[k]} in the run, {now[k]} now" for k in ran if ran[k] != now[k])
                 raise ValueError(f"{self.state_file}: this folder holds a run with other settings "
-                                 f"({st.get('overrides')}); use --fresh to start over, or another --output")
+                                 f"({diff}); use --fresh to start over, or another --output")
             return st
-        return {"overrides": self.overrides, "done": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return {"overrides": self.overrides, "configs": self.configs, "done": {},
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def _save_state(self) -> None:
         write_json(self.state_file, self.state)
@@ -177,5 +188,7 @@ class Pipeline:
 
 def run_pipeline(output: str = "output/pipeline", overrides: Sequence[str] = (), fresh: bool = False,
                  until: Optional[str] = None, progress: bool = True,
-                 log: Callable[[str], None] = print) -> Dict[str, Any]:
-    return Pipeline(output, overrides, fresh=fresh, progress=progress, log=log).run(until)
+                 log: Callable[[str], None] = print,
+                 configs: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """``configs``: stage -> config file, for stages sparse, prune, finetune (default DEFAULT_CONFIGS)."""
+    return Pipeline(output, overrides, configs=configs, fresh=fresh, progress=progress, log=log).run(until)

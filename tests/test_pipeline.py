@@ -1,6 +1,8 @@
 """tools/pipeline.py at a tiny scale: every stage runs, the summary says what it should."""
 import json
 
+import pytest
+
 from conftest import tiny_train_overrides
 from ppyolo_slim.pipeline import STAGES, run_pipeline
 
@@ -26,3 +28,45 @@ def test_tiny_pipeline_end_to_end_and_rerun_skips(tiny_data, tmp_path):
     # a rerun finds everything done and does no work
     again = run_pipeline(str(out), over, progress=False, log=lambda m: None)
     assert again["done"] == state["done"]
+
+
+def test_stage_configs_are_recorded_and_a_rerun_with_others_is_refused(tmp_path, monkeypatch):
+    from ppyolo_slim.pipeline import DEFAULT_CONFIGS, Pipeline
+    monkeypatch.chdir(tmp_path)                 # configs/*.yml are found in the repo from here too
+    out = tmp_path / "pipe"
+
+    def pipe(**configs):
+        return Pipeline(str(out), ["epochs=3"], configs=configs, progress=False, log=lambda m: None)
+
+    first = pipe(sparse="configs/full.yml")
+    assert first.scale == 1.0
+    out.mkdir()
+    first._save_state()
+    state = json.loads((out / "pipeline_state.json").read_text())
+    assert state["configs"] == {**DEFAULT_CONFIGS, "sparse": "configs/full.yml"}
+    assert state["overrides"] == ["epochs=3"]
+    pipe(sparse="./configs/full.yml")            # the same files: continues
+    for other in ({}, {"sparse": "configs/full.yml", "finetune": "configs/base.yml"}):
+        with pytest.raises(ValueError, match=r"pipeline_state\.json: this folder holds a run with other "
+                                             r"settings \(configs .* in the run, .* now\); use --fresh"):
+            pipe(**other)
+    # a state written before configs were recorded ran the default configs
+    del state["configs"]
+    (out / "pipeline_state.json").write_text(json.dumps(state))
+    pipe()
+    with pytest.raises(ValueError, match="other settings"):
+        pipe(sparse="configs/full.yml")
+
+
+def test_pipeline_tool_passes_the_stage_configs(monkeypatch):
+    import ppyolo_slim.pipeline
+    from conftest import load_tool
+    seen = {}
+
+    def run_pipeline(*args, **kw):
+        seen.update(kw, args=args)
+        return {"done": {}}
+    monkeypatch.setattr(ppyolo_slim.pipeline, "run_pipeline", run_pipeline)
+    assert load_tool("pipeline").main(["--sparse-config", "configs/full.yml", "-o", "a=1", "b=2"]) == 0
+    assert seen["configs"] == {"sparse": "configs/full.yml", "finetune": "configs/finetune.yml"}
+    assert seen["args"] == ("output/pipeline", ["a=1", "b=2"])

@@ -15,20 +15,39 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ppyolo_slim  # noqa: E402,F401  (before paddle: import order, STACK.md trap 2)
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output", default="output/pipeline")
-    ap.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key in every stage, e.g. -o pipeline.scale=10 -o data=my.yaml")
+    ap.add_argument("--output", default="output/pipeline",
+                    help="folder for every stage's outputs, the summary and pipeline_state.json "
+                         "(default output/pipeline)")
+    # extend + nargs="+": both `-o a=1 -o b=2` and PaddleDetection's `-o a=1 b=2`
+    ap.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="override a config key in every stage's config, e.g. -o pipeline.scale=10 "
+                         "data=my.yaml. The fine-tune stage's weights= (the pruned model) and epochs= "
+                         "(pipeline.finetune_epochs x pipeline.scale) are set after these, so -o epochs=N "
+                         "changes the sparse stage only (x pipeline.scale)")
+    ap.add_argument("--sparse-config", default="configs/sparse.yml",
+                    help="config of the sparse training stage; pipeline.* and the img_size and export.* "
+                         "of the export, deploy and summary stages are read from it too "
+                         "(default configs/sparse.yml; e.g. configs/full.yml)")
+    ap.add_argument("--finetune-config", default="configs/finetune.yml",
+                    help="config of the fine-tuning stage (default configs/finetune.yml)")
     ap.add_argument("--fresh", action="store_true", help="start over, ignoring a previous run's state")
-    ap.add_argument("--until", choices=["sparse", "prune", "finetune", "export", "deploy", "summary"])
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    ap.add_argument("--until", choices=["sparse", "prune", "finetune", "export", "deploy", "summary"],
+                    help="stop after this stage; the same command without --until continues from there")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no per-batch progress bars or per-epoch mAP lines (stage log lines only)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     from ppyolo_slim.config import ConfigError
     from ppyolo_slim.pipeline import run_pipeline
     try:
         state = run_pipeline(args.output, args.opt, fresh=args.fresh, until=args.until,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress,
+                             configs={"sparse": args.sparse_config, "finetune": args.finetune_config})
     except (ConfigError, ValueError, OSError, RuntimeError) as e:   # OSError: full disk, permissions
         print(f"error: {e}", file=sys.stderr)
         return 1
