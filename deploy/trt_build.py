@@ -55,7 +55,9 @@ def parse_args(argv=None):
                    help="no TensorRT/GPU needed: run the hand-built graph on the CPU and compare with Paddle")
     p.add_argument("--check-image", help="--check: use this image (letterboxed) instead of seeded noise")
     p.add_argument("--seed", type=int, default=0, help="--check: seed of the noise input")
-    p.add_argument("--atol", type=float, default=1e-4, help="--check: tolerance (default 1e-4)")
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="--check: an output passes when |diff| <= max(ATOL, 16 float32 spacings of "
+                        "its value) (default 1e-4)")
     p.add_argument("--json", help="--check: also write the report to this JSON file")
     p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     a = p.parse_args(argv)

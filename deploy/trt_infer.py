@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run a TensorRT engine built by trt_build.py on images, or benchmark it.
 
-  python deploy/trt_infer.py --engine yolo.engine --source img.jpg|folder/ [--output runs/trt]
+  python deploy/trt_infer.py --engine yolo.engine --source img.jpg|folder/ [--output output/trt]
   python deploy/trt_infer.py --engine yolo.engine --benchmark [--batch 8 --warmup 50 --iters 500]
 
 Each image is letterboxed as in training, copied to the GPU, run with execute_async_v3;
@@ -31,11 +31,14 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--engine", required=True, help=".engine written by deploy/trt_build.py (sidecar .json next to it)")
     p.add_argument("--source", help="an image, a folder of images or a glob")
-    p.add_argument("--output", default="runs/trt_infer", help="folder for drawn images and JSON")
+    p.add_argument("--output", default="output/trt_infer",
+                   help="folder for drawn images and JSON (default output/trt_infer)")
     p.add_argument("--conf-thres", type=float, default=0.25, help="score threshold (engines without --nms)")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold (engines without --nms)")
     p.add_argument("--max-det", type=int, default=300)
-    p.add_argument("--no-save-images", action="store_true", help="write JSON only")
+    # --no-images as in tools/infer.py; --no-save-images, the first spelling, still works
+    p.add_argument("--no-images", "--no-save-images", dest="no_images", action="store_true",
+                   help="write the JSON files only")
     p.add_argument("--benchmark", action="store_true", help="time the engine instead of (or after) --source")
     p.add_argument("--batch", type=int, default=None, help="--benchmark batch (default: the engine's opt batch)")
     p.add_argument("--warmup", type=int, default=50)
@@ -107,7 +110,7 @@ def run_images(engine, a) -> int:
                "box_format": "xyxy pixels", "ms": round(ms, 2), "max_abs_diff_vs_paddle": diff,
                "detections": detections_to_json(d, names)}
         atomic_write_bytes(os.path.join(a.output, stem + ".json"), (json.dumps(rec, indent=1) + "\n").encode())
-        if not a.no_save_images:
+        if not a.no_images:
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(draw_detections(img, d, names), cv2.COLOR_RGB2BGR))
             if ok:
                 atomic_write_bytes(os.path.join(a.output, stem + ".jpg"), buf.tobytes())

@@ -366,3 +366,18 @@ def test_trt_infer_image_path_on_the_standin(original, tmp_path):
     rec = json.load(open(out2 / "im1.json"))
     boxes = np.array([d["box"] for d in rec["detections"]])
     assert 0 < len(boxes) <= 20 and boxes.min() >= 0 and boxes[:, [0, 2]].max() <= 60 and boxes[:, [1, 3]].max() <= 80
+
+
+@pytest.mark.parametrize("flag", ["--no-images", "--no-save-images"])
+def test_trt_infer_json_only_under_either_flag_name(flag, original, tmp_path):
+    """--no-images as in tools/infer.py; --no-save-images, the old name, still works."""
+    import cv2
+    from deploy import trt_infer
+    src = tmp_path / "imgs"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.jpg"), np.full((40, 70, 3), 128, np.uint8))
+    out = tmp_path / "out"
+    assert trt_infer.parse_args(["--engine", "x.engine", "--benchmark"]).no_images is False
+    args = trt_infer.parse_args(["--engine", "x.engine", "--source", str(src), "--output", str(out), flag])
+    assert trt_infer.run_images(StandinEngine(original), args) == 0
+    assert sorted(os.listdir(out)) == ["a.json"]
