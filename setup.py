@@ -1,7 +1,8 @@
 """ppyolo-slim. Dependency set from shared/STACK.md (checked together on Python 3.11, CPU).
 
-GPU machines: ``PPYOLO_SLIM_GPU=1 pip install -e ".[gpu]"`` installs paddlepaddle-gpu
-in place of the CPU wheel (both in one environment break each other).
+GPU machines: ``PPYOLO_SLIM_GPU=1 pip install -e .`` requires paddlepaddle-gpu in place of the
+CPU wheel (both in one environment break each other, so there is no "gpu" extra: an extra can
+only add a requirement, and would install both).
 """
 import os
 
@@ -29,7 +30,6 @@ install_requires = [
 ]
 
 extras = {
-    "gpu": ["paddlepaddle-gpu==2.6.2"],
     "test": ["pytest>=7", "hypothesis>=6.80"],
     # The converter reads .pt files without torch; torch only writes them in tests/test_convert.py.
     "convert": ["torch>=1.8", "setuptools<81"],
