@@ -8,7 +8,6 @@ another. Every comparison here is made inside one run, the candidates timed in t
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -118,10 +117,9 @@ def _json_default(o):
 
 
 def write_result(name: str, quick: bool, result: Mapping[str, Any]) -> str:
-    from ppyolo_slim.model.weights import atomic_write_bytes
+    from ppyolo_slim.jsonio import write_json
     path = result_path(name, quick)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(result, indent=1, default=_json_default) + "\n").encode())
+    write_json(path, result, default=_json_default)
     print(f"wrote {os.path.relpath(path, REPO)}", flush=True)
     return path
 
@@ -158,12 +156,6 @@ def ratio(num: Sequence[float], den: Sequence[float]) -> Dict[str, float]:
     k = min(a.size, b.size)
     return {"of_medians": float(np.median(a) / np.median(b)),
             "median_of_pairs": float(np.median(a[:k] / b[:k]))}
-
-
-def set_paddle_threads(n: int) -> None:
-    """Paddle's CPU math threads (dygraph); Paddle Inference/ORT take their own setting."""
-    from paddle.base import core
-    core.set_num_threads(int(n))
 
 
 def fmt_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

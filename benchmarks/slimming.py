@@ -263,8 +263,8 @@ def main(argv=None) -> int:
                 continue
         shutil.rmtree(cell_dir, ignore_errors=True)
         row = run_cell(s, weights[s], c, r, a, overrides, cell_dir, evaluator)
-        from ppyolo_slim.model.weights import atomic_write_bytes
-        atomic_write_bytes(done, json.dumps(row, indent=1).encode())
+        from ppyolo_slim.jsonio import write_json
+        write_json(done, row)
         rows.append(row)
         print(f"{key}: {row['params']:,} params, {row['gflops_%d' % a.img_size]:.3f} GFLOPs; mAP@.5:.95 "
               f"{row['after_prune']['map50_95']:.4f} pruned -> {row['after_finetune']['map50_95']:.4f} "

@@ -10,12 +10,12 @@ NEVER RUN on the machines this was written on (no GPU, no TensorRT): see deploy/
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from ppyolo_slim.jsonio import write_json
 from ppyolo_slim.model.weights import atomic_write_bytes
 
 from .builder import BuildOptions, NMSOptions, build_network, load_checkpoint
@@ -111,7 +111,7 @@ def build_engine(weights: str, engine_path: str, o: EngineOptions, log=print) ->
         "build_seconds": round(time.time() - t0, 1), "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **o.extra,
     }
-    atomic_write_bytes(sidecar_path(engine_path), (json.dumps(side, indent=1) + "\n").encode())
+    write_json(sidecar_path(engine_path), side)
     del calibrator, built       # the weights TensorRT pointed at may go now
     return side
 

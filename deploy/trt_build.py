@@ -12,7 +12,6 @@ on the CPU and compares it with the Paddle model (exit 1 if they differ). Withou
 to install it, and exits with code 2.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -97,8 +96,8 @@ def run_check(a) -> int:
     if rep.nms:
         print(f"  EfficientNMS_TRT (emulated): num_detections {rep.nms['num_detections']}")
     if a.json:
-        from ppyolo_slim.model.weights import atomic_write_bytes
-        atomic_write_bytes(a.json, (json.dumps(rep.to_dict(), indent=1) + "\n").encode())
+        from ppyolo_slim.jsonio import write_json
+        write_json(a.json, rep.to_dict())
     print("PASS" if rep.passed else "FAIL: the TensorRT graph does not reproduce the Paddle model")
     return 0 if rep.passed else EXIT_CHECK_FAILED
 

@@ -13,7 +13,6 @@ throughput after a warm-up. Needs TensorRT and a GPU (exit 2 with the reason oth
 NEVER RUN on the machines this was written on (no GPU, no TensorRT): see deploy/README.md.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -78,6 +77,7 @@ def run_images(engine, a) -> int:
     import cv2
     from ppyolo_slim.engine.draw import draw_detections
     from ppyolo_slim.engine.predict import detections_to_json, list_images, read_image_rgb
+    from ppyolo_slim.jsonio import write_json
     from ppyolo_slim.model.weights import atomic_write_bytes
     files = list_images(a.source)
     os.makedirs(a.output, exist_ok=True)
@@ -109,7 +109,7 @@ def run_images(engine, a) -> int:
                "precision": engine.side.get("precision"), "nms_in_engine": bool(engine.side.get("nms")),
                "box_format": "xyxy pixels", "ms": round(ms, 2), "max_abs_diff_vs_paddle": diff,
                "detections": detections_to_json(d, names)}
-        atomic_write_bytes(os.path.join(a.output, stem + ".json"), (json.dumps(rec, indent=1) + "\n").encode())
+        write_json(os.path.join(a.output, stem + ".json"), rec)
         if not a.no_images:
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(draw_detections(img, d, names), cv2.COLOR_RGB2BGR))
             if ok:
@@ -162,8 +162,8 @@ def main(argv=None) -> int:
               f"p90 {r['p90_ms']:.2f}, p99 {r['p99_ms']:.2f} ms; {r['throughput_img_s']:.1f} img/s "
               f"(after {a.warmup} warm-up runs, incl. host<->device copies)")
         if a.benchmark_json:
-            from ppyolo_slim.model.weights import atomic_write_bytes
-            atomic_write_bytes(a.benchmark_json, (json.dumps(r, indent=1) + "\n").encode())
+            from ppyolo_slim.jsonio import write_json
+            write_json(a.benchmark_json, r)
     return 0
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,9 +19,9 @@ def json_default(o: Any):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def dumps(obj: Any, indent: int = 1) -> str:
-    return json.dumps(obj, indent=indent, default=json_default) + "\n"
+def dumps(obj: Any, indent: int = 1, default: Callable[[Any], Any] = json_default) -> str:
+    return json.dumps(obj, indent=indent, default=default) + "\n"
 
 
-def write_json(path: str, obj: Any, indent: int = 1) -> None:
-    atomic_write_bytes(path, dumps(obj, indent).encode())
+def write_json(path: str, obj: Any, indent: int = 1, default: Callable[[Any], Any] = json_default) -> None:
+    atomic_write_bytes(path, dumps(obj, indent, default).encode())

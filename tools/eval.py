@@ -7,7 +7,6 @@
 Writes eval.json beside the weights (or to --output) and prints a per-class table.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -43,7 +42,7 @@ def main(argv=None) -> int:
     from ppyolo_slim.engine.evaluate import evaluate_on_data, format_table
     from ppyolo_slim.engine.predict import PredictorUnavailable, check_img_size, predictor_from_args
     from ppyolo_slim.model import CheckpointError, WeightShapeError
-    from ppyolo_slim.model.weights import atomic_write_bytes
+    from ppyolo_slim.jsonio import write_json
 
     try:
         cfg = load_config(args.config, args.opt)
@@ -67,7 +66,7 @@ def main(argv=None) -> int:
     model_path = args.weights or args.onnx or args.model_dir or args.engine
     out = args.output or os.path.join(
         model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path)), "eval.json")
-    atomic_write_bytes(out, (json.dumps(report, indent=1) + "\n").encode())
+    write_json(out, report)
     print(format_table(report))
     print(f"mAP@0.5:0.95 {report['map50_95']:.4f}  mAP@0.5 {report['map50']:.4f}  "
           f"({report['num_images']} images, {report['time_s']:.1f} s)  -> {out}")

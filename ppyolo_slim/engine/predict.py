@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import glob
 import importlib
-import json
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..config import REPO_ROOT
 from .postprocess import non_max_suppression, scale_boxes
 
 # flag name -> "module:factory" (factory(path, device=...) -> Predictor). Imported lazily,
@@ -32,9 +32,6 @@ BACKENDS: Dict[str, str] = {
     "model_dir": "ppyolo_slim.export.runtime:PaddleInferencePredictor",
     "engine": "deploy.trt_runtime:TrtPredictor",   # needs TensorRT and a GPU
 }
-# deploy/ sits beside ppyolo_slim/ in the checkout but is not an installed package
-# (realpath: a symlinked ppyolo_slim still finds its checkout)
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 BACKEND_FLAGS = {"weights": "--weights", "onnx": "--onnx", "model_dir": "--model-dir", "engine": "--engine"}
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -117,7 +114,8 @@ def load_predictor(kind: str, path: str, **kw) -> Predictor:
         raise FileNotFoundError(f"{path}: no such file or folder ({BACKEND_FLAGS.get(kind, kind)})")
     mod_name, attr = BACKENDS[kind].split(":")
     if mod_name.split(".")[0] == "deploy" and REPO_ROOT not in sys.path:
-        # with ppyolo_slim installed, `python tools/infer.py` has tools/ on sys.path, not the checkout
+        # deploy/ sits beside ppyolo_slim/ in the checkout but is not an installed package; with
+        # ppyolo_slim installed, `python tools/infer.py` has tools/ on sys.path, not the checkout
         sys.path.insert(0, REPO_ROOT)
     try:
         obj: Any = importlib.import_module(mod_name)
@@ -255,6 +253,7 @@ def infer_images(predictor: Predictor, files: Sequence[str], output_dir: str, im
     """Run ``predictor`` on each file; write ``<name><ext>`` with boxes drawn and ``<name>.json``
     into ``output_dir``. Unreadable files are logged and skipped. Returns a summary."""
     import cv2
+    from ..jsonio import write_json
     from ..model.weights import atomic_write_bytes
     from .draw import draw_detections
 
@@ -278,7 +277,7 @@ def infer_images(predictor: Predictor, files: Sequence[str], output_dir: str, im
                   "conf_thres": conf_thres, "iou_thres": iou_thres, "box_format": "xyxy pixels",
                   "detections": detections_to_json(dets, names)}
         json_path = os.path.join(output_dir, stem + ".json")
-        atomic_write_bytes(json_path, (json.dumps(record, indent=1) + "\n").encode())
+        write_json(json_path, record)
         outputs = {"json": json_path}
         if save_images:
             ext = os.path.splitext(f)[1].lower()
