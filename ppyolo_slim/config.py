@@ -221,8 +221,6 @@ def _check(cfg: Dict[str, Any], schema: Dict[str, Any], source: str, prefix: str
                 if path == "model.anchors":
                     what = "a list of rows of numbers (w,h pairs in pixels)"
                 raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
-            if v is None:
-                continue
             if not _finite(v):
                 what = "finite numbers" if isinstance(v, list) else "a finite number"
                 raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
@@ -261,8 +259,13 @@ def _read_yaml(path: str) -> Dict[str, Any]:
 # keys that did nothing and were removed; the config.yml saved with older runs still holds them
 RETIRED = ("resume",)
 
-# the checkout: ppyolo_slim/ and configs/ sit in it
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the checkout: ppyolo_slim/, configs/ and deploy/ sit in it (realpath: a symlinked
+# ppyolo_slim still finds its checkout)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+
+def _without_retired(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in RETIRED}
 
 
 def resolve_config_path(path: str) -> str:
@@ -280,7 +283,7 @@ def _load_file(path: str, seen: tuple = ()) -> Dict[str, Any]:
     path = os.path.abspath(path)
     if path in seen:
         raise ConfigError(f"{path}: _BASE_ cycle through {' -> '.join(seen)}")
-    d = {k: v for k, v in _read_yaml(path).items() if k not in RETIRED}
+    d = _without_retired(_read_yaml(path))
     _check(d, DEFAULTS, path)
     bases = d.get("_BASE_", [])
     if isinstance(bases, str):
@@ -360,7 +363,7 @@ def dump_config(cfg: Dict[str, Any], path: str) -> None:
 
 def config_from_dict(d: Dict[str, Any], source: str, overrides: Iterable[str] = ()) -> Config:
     """A config saved with a run (a plain dict), checked like a file, then ``-o`` overrides."""
-    d = {k: v for k, v in d.items() if not k.startswith("_") and k in DEFAULTS}   # keys since retired
+    d = _without_retired({k: v for k, v in d.items() if not k.startswith("_")})
     _check(d, DEFAULTS, source)
     c = Config(_apply_overrides(_merge(copy.deepcopy(DEFAULTS), d), overrides))
     c["_source"] = source

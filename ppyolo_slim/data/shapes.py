@@ -39,8 +39,8 @@ def default_shapes_dir() -> str:
     env = os.environ.get("PPYOLO_SLIM_SHAPES_DIR")
     if env:
         return os.path.abspath(os.path.expanduser(env))
-    repo_dataset = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))), "dataset")
+    from ..config import REPO_ROOT
+    repo_dataset = os.path.join(REPO_ROOT, "dataset")
     if os.path.isdir(repo_dataset) and os.access(repo_dataset, os.W_OK):
         return os.path.join(repo_dataset, "shapes")
     return os.path.join(os.path.expanduser("~"), ".cache", "ppyolo_slim", "shapes")
