@@ -23,9 +23,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ppyolo_slim.model.channels import ConvSpec, ResolvedLayer, WeightShapeError, infer_nc, resolve
+from ppyolo_slim.model.channels import ConvSpec, ResolvedLayer, WeightShapeError, resolve
 from ppyolo_slim.model.spec import NetSpec, expand
-from ppyolo_slim.model.weights import CheckpointError, ModelMeta, load_weights
+from ppyolo_slim.model import read_weights
+from ppyolo_slim.model.weights import CheckpointError, ModelMeta
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output"
@@ -65,15 +66,10 @@ class BuiltNetwork:
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], ModelMeta]:
     """Arrays and metadata of a .pdparams, read as ppyolo_slim.load_model reads them."""
-    state, meta_d = load_weights(path)
+    state, meta = read_weights(path)
     for k, v in state.items():      # as load_model: an engine built from NaN weights only gives NaN
         if v.dtype.kind == "f" and not np.isfinite(v).all():
             raise CheckpointError(f"{path}: {k} holds NaN or inf values")
-    shapes = {k: v.shape for k, v in state.items()}
-    try:
-        meta = ModelMeta.from_dict(meta_d or {"nc": infer_nc(shapes) or 80})
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: bad metadata record ({e})") from None
     return state, meta
 
 

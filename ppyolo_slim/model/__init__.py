@@ -1,7 +1,7 @@
 """The YOLOv5 model: one layer list (spec.py), channels from weights (channels.py)."""
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -60,13 +60,20 @@ def assign_state(model, state: Mapping[str, Any], strict: bool = True,
     return loaded, skipped
 
 
-def model_from_weights(path: str):
-    """(model, meta) for a .pdparams; the model's widths come from the file's shapes."""
+def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], ModelMeta]:
+    """Arrays and metadata of a .pdparams (a file without a record: nc from the head's shape);
+    a bad record is a CheckpointError naming the file."""
     state, meta_d = load_weights(path)
     try:
         meta = ModelMeta.from_dict(meta_d or {"nc": infer_nc({k: v.shape for k, v in state.items()}) or 80})
     except (CheckpointError, TypeError) as e:
         raise CheckpointError(f"{path}: bad metadata record ({e})") from None
+    return state, meta
+
+
+def model_from_weights(path: str):
+    """(model, meta) for a .pdparams; the model's widths come from the file's shapes."""
+    state, meta = read_weights(path)
     try:
         model = build_model(meta, state, source=path)
     except WeightShapeError as e:
@@ -77,4 +84,4 @@ def model_from_weights(path: str):
 
 __all__ = ["WeightShapeError", "CheckpointError", "UnsafeCheckpointError", "ModelMeta", "NetSpec",
            "SCALES", "DEFAULT_ANCHORS", "expand", "expand_scale", "resolve", "build_model",
-           "assign_state", "model_from_weights", "load_weights", "save_weights", "netspec_from_meta"]
+           "assign_state", "model_from_weights", "read_weights", "load_weights", "save_weights", "netspec_from_meta"]
