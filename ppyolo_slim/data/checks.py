@@ -96,8 +96,8 @@ def _validate_box(cls: int, x1: float, y1: float, x2: float, y2: float, bw: floa
     return (x1, y1, x2, y2), "", True
 
 
-def _dedupe_key(cls: int, box: Sequence[float], scale: float) -> tuple:
-    return (cls,) + tuple(round(v / scale, 6) for v in box)
+def _dedupe_key(cls: int, box: Sequence[float]) -> tuple:
+    return (cls,) + tuple(round(v, 6) for v in box)
 
 
 def parse_yolo_labels(text: str, nc: int) -> Tuple[np.ndarray, np.ndarray, List[str]]:
@@ -148,7 +148,7 @@ def parse_yolo_labels(text: str, nc: int) -> Tuple[np.ndarray, np.ndarray, List[
             problems.append(f"line {n}: {problem}")
         if not kept:
             continue
-        key = _dedupe_key(cls, box, 1.0)
+        key = _dedupe_key(cls, box)
         if key in seen:
             problems.append(f"line {n}: duplicate of line {seen[key]}; dropped")
             continue
@@ -319,9 +319,10 @@ def coco_categories(d: dict, json_path: str) -> Tuple[List[int], List[str]]:
     return ids, [cats[i] for i in ids]
 
 
-def scan_coco(split: str, json_path: str, image_dir: str, cache_path: Optional[str],
-              source: str) -> Tuple[List[Record], List[int], List[str], DataReport]:
-    d = read_coco_json(json_path)
+def scan_coco(split: str, json_path: str, image_dir: str, cache_path: Optional[str], source: str,
+              coco: Optional[dict] = None) -> Tuple[List[Record], List[int], List[str], DataReport]:
+    """``coco``: the json already parsed by ``read_coco_json`` (read here if not given)."""
+    d = read_coco_json(json_path) if coco is None else coco
     cat_ids, names = coco_categories(d, json_path)
     images = [im for im in d["images"] if isinstance(im, dict)]
     paths = [os.path.join(image_dir, str(im.get("file_name", ""))) for im in images]
@@ -409,7 +410,7 @@ def scan_coco(split: str, json_path: str, image_dir: str, cache_path: Optional[s
                 issues.append(Issue(path, f"{where}: {problem}"))
             if not kept:
                 continue
-            k = _dedupe_key(cls, box, 1.0)
+            k = _dedupe_key(cls, box)
             if k in seen:
                 issues.append(Issue(path, f"{where}: duplicate of annotation {seen[k]}; dropped"))
                 continue

@@ -17,7 +17,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -181,8 +181,9 @@ def _load_yolo(d: Dict[str, Any], yaml_dir: str, source: str, cache: bool) -> Da
 
 # ----------------------------------------------------------------------------- COCO
 
-def _coco_split(entry: Any, root: str, split: str, source: str) -> Tuple[str, str]:
-    """(json path, image folder) of one split of a COCO spec."""
+def _coco_split(entry: Any, root: str, split: str, source: str,
+                read: Callable[[str], dict]) -> Tuple[str, str]:
+    """(json path, image folder) of one split of a COCO spec; ``read`` parses a json."""
     if isinstance(entry, dict):
         if "annotations" not in entry:
             raise DataError(f"{source}: {split} needs 'annotations' (an instances json)")
@@ -196,15 +197,14 @@ def _coco_split(entry: Any, root: str, split: str, source: str) -> Tuple[str, st
     if not os.path.isfile(js):
         raise DataError(f"{source}: {split} annotations '{js}' not found")
     if img_dir is None:
-        img_dir = _find_coco_images(js, source)
+        img_dir = _find_coco_images(js, read(js), source)
     elif not os.path.isdir(img_dir):
         raise DataError(f"{source}: {split} image folder '{img_dir}' not found")
     return js, img_dir
 
 
-def _find_coco_images(json_path: str, source: str) -> str:
+def _find_coco_images(json_path: str, d: dict, source: str) -> str:
     """The folder the json's file_names are relative to, looked for where COCO puts it."""
-    d = checks.read_coco_json(json_path)
     first = next((str(i.get("file_name")) for i in d["images"]
                   if isinstance(i, dict) and i.get("file_name")), None)
     jdir = os.path.dirname(os.path.abspath(json_path))
@@ -230,16 +230,24 @@ def _load_coco(d: Dict[str, Any], yaml_dir: str, source: str, cache: bool) -> Da
     out: Dict[str, List[Record]] = {}
     first: Optional[Tuple[str, List[int], List[str]]] = None
     done: Dict[Tuple[str, str], List[Record]] = {}
+    parsed: Dict[str, dict] = {}        # an instances json can be large: parse it once per split
+
+    def read(js: str) -> dict:
+        if js not in parsed:
+            parsed[js] = checks.read_coco_json(js)
+        return parsed[js]
+
     for split in ("train", "val"):
         if d.get(split) in (None, ""):
             raise DataError(f"{source}: no '{split}' entry in the COCO spec")
-        js, img_dir = _coco_split(d[split], root, split, source)
+        js, img_dir = _coco_split(d[split], root, split, source, read)
         if (js, img_dir) in done:        # one json serving both splits: scan it once
             out[split] = done[(js, img_dir)]
             report.splits[split] = dict(report.splits[next(iter(report.splits))])
             continue
         cache_path = os.path.splitext(js)[0] + ".ppyolo-cache.json" if cache else None
-        records, cat_ids, names, rep = checks.scan_coco(split, js, img_dir, cache_path, source)
+        records, cat_ids, names, rep = checks.scan_coco(split, js, img_dir, cache_path, source, read(js))
+        parsed.clear()                  # and hold one parsed json at a time, as before
         if first is None:
             first = (js, cat_ids, names)
         elif (cat_ids, names) != (first[1], first[2]):
