@@ -30,8 +30,8 @@ class OursTrainStep:
         from ppyolo_slim.model import ModelMeta, build_model
         cfg = load_config(config)
         paddle.seed(0)
+        # Detect priors are set once, in YOLOv5.__init__ (as the trainer's fresh model)
         self.model = build_model(ModelMeta(nc=nc, names=[f"class{i}" for i in range(nc)], img_size=img_size))
-        self.model.detect.init_biases(img_size)
         self.model.train()
         det = self.model.detect
         self.loss = ComputeLoss(det.anchors.numpy(), det.stride, nc, dict(cfg["loss"]), img_size)

@@ -30,7 +30,6 @@ def random_models(work: str, ratio: float, round_to: int = 1, seed: int = 0):
     threshold cuts the layers unevenly, as a trained model's would."""
     import paddle
     from ppyolo_slim.model import ModelMeta, build_model, save_weights
-    from ppyolo_slim.slim import prune_model
     from ppyolo_slim.data.shapes import NAMES
     paddle.seed(seed)
     rng = np.random.default_rng(seed)
@@ -43,13 +42,19 @@ def random_models(work: str, ratio: float, round_to: int = 1, seed: int = 0):
             state[k] = rng.uniform(0.05, 1.0, state[k].shape).astype(np.float32)
     model = build_model(meta, state)
     model.eval()
-    os.makedirs(work, exist_ok=True)
     orig = os.path.join(work, "original.pdparams")
     save_weights(orig, state, meta)
+    return (orig, *prune_and_save(model, meta, work, ratio, round_to))
+
+
+def prune_and_save(model, meta, work: str, ratio: float, round_to: int):
+    """(path of ``model`` pruned at ``ratio``, share of channels removed)."""
+    from ppyolo_slim.model import save_weights
+    from ppyolo_slim.slim import prune_model
     res = prune_model(model, meta, ratio=ratio, round_to=round_to)
     pruned = os.path.join(work, f"pruned_{ratio}_r{round_to}.pdparams")
     save_weights(pruned, res.state, meta)
-    return orig, pruned, float(res.removed_share)
+    return pruned, float(res.removed_share)
 
 
 def export_all(weights: str, tag: str, work: str, sizes, batches, check: bool):
@@ -110,14 +115,8 @@ def main(argv=None) -> int:
             pruned = os.path.abspath(a.pruned)
         else:
             from ppyolo_slim import load_model
-            from ppyolo_slim.model import save_weights
-            from ppyolo_slim.slim import prune_model
             m = load_model(orig)
-            res = prune_model(m, m.meta, ratio=a.ratio, round_to=a.round_to)
-            pruned = os.path.join(a.work, f"pruned_{a.ratio}_r{a.round_to}.pdparams")
-            os.makedirs(a.work, exist_ok=True)
-            save_weights(pruned, res.state, m.meta)
-            removed = float(res.removed_share)
+            pruned, removed = prune_and_save(m, m.meta, a.work, a.ratio, a.round_to)
 
     from ppyolo_slim import load_model
     from ppyolo_slim.model.flops import gflops

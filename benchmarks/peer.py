@@ -132,7 +132,8 @@ def main(argv=None) -> int:
         print(result["error"], file=sys.stderr)
         return 2
 
-    C.set_paddle_threads(a.threads)
+    from ppyolo_slim.engine.trainer import set_cpu_threads
+    set_cpu_threads(a.threads)        # dygraph math threads, as the trainer sets them
     peer = Peer(python, os.path.join(work, "peer_worker.log"), a.threads)
     try:
         # ---- model size: theirs (nc=80, as published) and ours built the same way
