@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-
 from .config import Config, load_config
 from .jsonio import write_json
 from .model.weights import remove_stale_temps

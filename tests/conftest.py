@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny generated data set (the embedded generator, small parameters)."""
+"""Shared fixtures: a tiny generated data set (the embedded generator, small parameters), tiny
+random weights, and helpers for training overrides, tools and uneven-width models."""
 import dataclasses
 import importlib.util
 import os
@@ -15,6 +16,16 @@ def tiny_data(tmp_path_factory):
     from ppyolo_slim.data.shapes import generate_shapes
     root = tmp_path_factory.mktemp("tiny_shapes")
     return generate_shapes(str(root), n_train=16, n_val=8, img_size=96, seed=1, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A random-weight yolov5n with nc=2 (red, green), saved: its .pdparams path."""
+    from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    meta = ModelMeta(nc=2, names=["red", "green"], img_size=64)
+    path = str(tmp_path_factory.mktemp("w") / "tiny.pdparams")
+    save_weights(path, build_model(meta).state_dict(), meta)
+    return path
 
 
 def tiny_train_overrides(data_yaml, out_dir, **extra):

@@ -83,15 +83,6 @@ def test_evaluate_on_data_reads_the_val_split(tmp_path):
         evaluate_on_data(ColourFinder(names=("a", "b", "c")), spec, 64)
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    from ppyolo_slim.model import ModelMeta, build_model, save_weights
-    meta = ModelMeta(nc=2, names=["red", "green"], img_size=64)
-    path = str(tmp_path_factory.mktemp("w") / "tiny.pdparams")
-    save_weights(path, build_model(meta).state_dict(), meta)
-    return path
-
-
 def test_eval_tool_writes_eval_json_beside_the_weights(tiny_weights, tmp_path, capsys):
     spec = write_yolo_dataset(tmp_path / "ds")
     rc = load_tool("eval").main(["--weights", tiny_weights, "--data", spec, "--img-size", "64",

@@ -90,16 +90,6 @@ def test_infer_images_maps_boxes_back_to_original_pixels(tmp_path):
         assert (drawn != BG).any(-1).sum() > (read_image_rgb(str(src / name)) != BG).any(-1).sum()
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    from ppyolo_slim.model import ModelMeta, build_model, save_weights
-    meta = ModelMeta(nc=2, names=["red", "green"], img_size=64)
-    model = build_model(meta)
-    path = str(tmp_path_factory.mktemp("w") / "tiny.pdparams")
-    save_weights(path, model.state_dict(), meta)
-    return path
-
-
 @needs_data
 def test_infer_tool_end_to_end(tiny_weights, tmp_path, capsys):
     src = tmp_path / "src"

@@ -28,7 +28,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from ppyolo_slim.config import ConfigError
-    from ppyolo_slim.engine.run import refuse_to_overwrite_a_run, train_config
+    from ppyolo_slim.engine.run import refuse_to_overwrite_a_run, train_config, train_main
     overrides = list(args.opt) + ([f"weights={args.weights}"] if args.weights else [])
     try:
         cfg = train_config(args.config, overrides, args.resume)
@@ -36,7 +36,6 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if args.resume is None and not args.exist_ok:
         refuse_to_overwrite_a_run(cfg)
-    from ppyolo_slim.engine.run import train_main
     return train_main(cfg, resume=args.resume, progress=not args.no_progress, nprocs=args.nprocs)
 
 

@@ -486,7 +486,8 @@ def resume_conflicts(saved: Optional[Dict[str, Any]], cfg: Config, resume_path: 
 
 
 def _same_data(a: Any, b: Any) -> bool:
-    return isinstance(a, str) and isinstance(b, str) and os.path.exists(a) and os.path.realpath(a) == os.path.realpath(b)
+    return (isinstance(a, str) and isinstance(b, str) and os.path.exists(a)
+            and os.path.realpath(a) == os.path.realpath(b))
 
 
 def train(cfg: Config, resume: Optional[str] = None, rank: int = 0, world_size: int = 1,
