@@ -3,7 +3,8 @@
 Nothing here raises on a bad file: an unusable image is skipped, a bad label line is
 dropped, a box sticking out a little is clipped, and each of these becomes an ``Issue``.
 The result of a scan is cached in a JSON file keyed by the sizes and mtimes of all
-files involved, so a second run costs a few ``stat`` calls.
+files involved, so a second run costs a few ``stat`` calls (and, for COCO, parsing the
+instances json, which lists the images the key covers).
 """
 from __future__ import annotations
 
