@@ -85,11 +85,21 @@ DEFAULTS: Dict[str, Any] = {
     },
     "sparsity": {
         "enabled": False,
-        "rate": 1.0e-4,            # s in s*sign(gamma)
+        "method": "subgradient",   # subgradient, proximal or gradual (slim/sparsity.py)
+        "rate": 1.0e-4,            # s: subgradient s*sign(gamma); proximal: |gamma| shrinks lr_t*s a step
         "schedule": "constant",    # constant, linear (to final_rate), cosine (to final_rate)
         "final_rate": 1.0e-5,
         "exclude_detect_inputs": True,   # the BNs feeding Detect keep no penalty
         "bottleneck_rate": None,   # rate for BNs inside residual bottlenecks (None: same rate)
+        "flop_weighted": False,    # weight each BN's penalty (gradual: its ranking) by a channel's FLOPs
+        "target_ratio": None,      # gradual: share of channels held at zero at the end (None: prune.ratio)
+        "ramp": 0.6,               # gradual: share of the epochs over which that share grows (cubic)
+        "interval": 5,             # gradual: optimizer steps between re-selections
+    },
+    "distill": {
+        "enabled": False,
+        "teacher": None,           # .pdparams of the teacher (the unpruned model); frozen
+        "weight": 1.0,             # output loss weight (teacher-objectness-weighted, as DistillYOLOv3Loss)
     },
     "log": {
         "visualdl": True,
@@ -112,6 +122,7 @@ DEFAULTS: Dict[str, Any] = {
     "pipeline": {
         "scale": 1.0,              # multiplies epochs of every stage, for real runs
         "finetune_epochs": 10,
+        "dense_epochs": None,      # None: 0 if the initial weights know the data's classes, else 30
     },
 }
 FREE_FORM: set = set()
@@ -119,6 +130,7 @@ FREE_FORM: set = set()
 OPTIONAL: Dict[str, type] = {
     "model.depth_multiple": float, "model.width_multiple": float, "model.anchors": list,
     "weights": str, "prune.threshold": float, "sparsity.bottleneck_rate": float,
+    "sparsity.target_ratio": float, "distill.teacher": str, "pipeline.dense_epochs": int,
 }
 
 # What a value must be beyond its type: (test, what it must be). Checked where the value is
@@ -166,11 +178,15 @@ RANGES: Dict[str, tuple] = {
     "eval.max_det": _AT_LEAST_1, "eval.batch_size": _AT_LEAST_1,
     "sparsity.rate": _AT_LEAST_0, "sparsity.schedule": _one_of("constant", "linear", "cosine"),
     "sparsity.final_rate": _AT_LEAST_0, "sparsity.bottleneck_rate": _AT_LEAST_0,
+    "sparsity.method": _one_of("subgradient", "proximal", "gradual"), "sparsity.target_ratio": _BELOW_1,
+    "sparsity.ramp": _SHARE, "sparsity.interval": _AT_LEAST_1,
+    "distill.weight": _AT_LEAST_0,
     "log.interval": _AT_LEAST_1, "log.images": _AT_LEAST_0,
     "prune.ratio": _BELOW_1, "prune.threshold": _AT_LEAST_0, "prune.min_channels": _AT_LEAST_1,
-    "prune.round_to": _AT_LEAST_1, "prune.criterion": _one_of("bn_scale", "l1_norm", "fpgm"),
+    "prune.round_to": _AT_LEAST_1, "prune.criterion": _one_of("bn_scale", "bn_scale_per_flop", "l1_norm", "fpgm"),
     "export.opset": _between(7, None),
     "pipeline.scale": _ABOVE_0, "pipeline.finetune_epochs": _AT_LEAST_1,
+    "pipeline.dense_epochs": _AT_LEAST_0,
 }
 
 

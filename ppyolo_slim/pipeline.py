@@ -1,5 +1,5 @@
-"""The whole job in one call: sparse training, 8x pruning, fine-tuning, evaluation of each
-stage, export, the TensorRT network (built for real where TensorRT and a GPU exist, else
+"""The whole job in one call: the dense (unpruned) model, sparse training, 8x pruning,
+fine-tuning with the dense model as distillation teacher, evaluation of each stage, export, the TensorRT network (built for real where TensorRT and a GPU exist, else
 checked on the CPU), and a summary table.
 
 Stages talk through files under one output folder. ``pipeline_state.json`` (written
@@ -18,8 +18,12 @@ from .config import Config, load_config
 from .jsonio import write_json
 from .model.weights import remove_stale_temps
 
-STAGES = ("sparse", "prune", "finetune", "export", "deploy", "summary")
-MODELS = ("sparse", "pruned", "finetuned")
+STAGES = ("dense", "sparse", "prune", "finetune", "export", "deploy", "summary")
+MODELS = ("dense", "sparse", "pruned", "finetuned")
+# pipeline.dense_epochs: null: the initial weights serve as the dense model when they were
+# trained on this data's classes (the shipped checkpoint on the embedded set), else the dense
+# stage trains this many epochs first
+AUTO_DENSE_EPOCHS = 30
 # the config of each training/pruning stage; relative paths also resolve from the repo root
 DEFAULT_CONFIGS = {"sparse": "configs/sparse.yml", "prune": "configs/prune.yml",
                    "finetune": "configs/finetune.yml"}
@@ -97,10 +101,10 @@ class Pipeline:
     def _epochs(self, n: int) -> int:
         return max(1, int(round(n * self.scale)))
 
-    def _train(self, stage: str, extra: List[str]) -> Dict[str, Any]:
+    def _train(self, stage: str, extra: List[str], config: Optional[str] = None) -> Dict[str, Any]:
         from .engine.trainer import train
         out = self.path(stage)
-        cfg = _stage_config(self.configs[stage], self.overrides, out, extra)
+        cfg = _stage_config(self.configs[config or stage], self.overrides, out, extra)
         last = os.path.join(out, "last.pdparams")
         resume = last if os.path.isfile(os.path.join(out, "last.state")) else None
         if resume:
@@ -109,9 +113,28 @@ class Pipeline:
         return {"weights": summary["best"], "train_s": summary["train_s"], "epochs": summary["epochs"],
                 "best_map50_95": summary["best_fitness"]}
 
+    def stage_dense(self):
+        """The unpruned model: the sparse stage starts from it, the fine-tune learns from it,
+        and the summary measures what slimming keeps against it."""
+        base = load_config(self.configs["sparse"], self.overrides)
+        epochs = base["pipeline"]["dense_epochs"]
+        init = base["weights"]
+        if epochs is None:
+            epochs = 0 if init and _trained_on(init, base["data"]) else AUTO_DENSE_EPOCHS
+        if epochs == 0:
+            if not init:
+                raise ValueError("pipeline.dense_epochs=0 needs initial weights (-o weights=PATH)")
+            self.log(f"[pipeline] dense: {init} (trained on this data's classes) is the dense model")
+            return {"weights": os.path.abspath(init), "trained": False}
+        self.log(f"[pipeline] dense: training the unpruned model {self._epochs(int(epochs))} epochs "
+                 f"from {init or 'random init'}")
+        return {**self._train("dense", [f"epochs={self._epochs(int(epochs))}", "sparsity.enabled=false"],
+                              config="sparse"), "trained": True}
+
     def stage_sparse(self):
         base = load_config(self.configs["sparse"], self.overrides)
-        return self._train("sparse", [f"epochs={self._epochs(int(base['epochs']))}"])
+        return self._train("sparse", [f"epochs={self._epochs(int(base['epochs']))}",
+                                      f"weights={self.state['done']['dense']['weights']}"])
 
     def stage_prune(self):
         from .slim.workflow import prune_checkpoint, val_evaluator
@@ -126,13 +149,16 @@ class Pipeline:
         return {"weights": rep["paths"]["weights"], "report": rep["paths"]["report"]}
 
     def stage_finetune(self):
+        # the teacher is the dense model (with the gradual method the sparse model already
+        # holds the cut's channels at zero: it would teach what the student knows)
         return self._train("finetune", [f"weights={self.state['done']['prune']['weights']}",
-                                        f"epochs={self._epochs(self.finetune_epochs)}"])
+                                        f"epochs={self._epochs(self.finetune_epochs)}",
+                                        f"distill.teacher={self.state['done']['dense']['weights']}"])
 
     def _weights(self) -> Dict[str, str]:
         d = self.state["done"]
-        return {"sparse": d["sparse"]["weights"], "pruned": d["prune"]["weights"],
-                "finetuned": d["finetune"]["weights"]}
+        return {"dense": d["dense"]["weights"], "sparse": d["sparse"]["weights"],
+                "pruned": d["prune"]["weights"], "finetuned": d["finetune"]["weights"]}
 
     def stage_export(self):
         from .export.exporter import export_model
@@ -183,6 +209,14 @@ class Pipeline:
         rows = summarize(self._weights(), onnx, cfg, self.out, log=self.log)
         rows["wall_s"] = sum(self.state["done"][s].get("seconds", 0) for s in self.state["done"])
         return rows
+
+
+def _trained_on(weights: str, data: str) -> bool:
+    """Whether ``weights`` (its metadata) were trained on ``data``'s classes, in order."""
+    from .data import load_data
+    from .model import read_weights
+    _, meta = read_weights(weights)
+    return list(meta.names or []) == list(load_data(data).names)
 
 
 def run_pipeline(output: str = "output/pipeline", overrides: Sequence[str] = (), fresh: bool = False,

@@ -66,6 +66,10 @@ def summarize(weights: Mapping[str, str], onnx: Mapping[str, str], cfg, out_dir:
         for r in rows.values():
             r["speedup_vs_sparse"] = ref["ort_cpu_median_ms"] / r["ort_cpu_median_ms"]
             r["flops_ratio_vs_sparse"] = ref["gflops"] / r["gflops"]
+    dense = rows.get("dense")
+    if dense:   # what slimming keeps of the unpruned model's accuracy
+        for r in rows.values():
+            r["map_retention_vs_dense"] = r["map50_95"] / max(dense["map50_95"], 1e-12)
     result = {"img_size": size, "data": spec.source, "models": rows,
               "latency_note": "ONNX Runtime CPU, batch 1, models timed alternately in one run"}
     md = format_markdown(result)
@@ -82,13 +86,14 @@ def summarize(weights: Mapping[str, str], onnx: Mapping[str, str], cfg, out_dir:
 def format_markdown(result: Mapping[str, Any]) -> str:
     size = result["img_size"]
     lines = [f"| model | params | GFLOPs @{size} | GFLOPs @640 | mAP@0.5:0.95 | mAP@0.5 | .pdparams MB | "
-             f".onnx MB | ORT CPU ms (median / p90) | speed-up | FLOP ratio |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f".onnx MB | ORT CPU ms (median / p90) | speed-up | FLOP ratio | mAP kept |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in result["models"].items():
         lines.append(f"| {name} | {r['params']:,} | {r['gflops']:.3f} | {r['gflops_640']:.2f} | "
                      f"{r['map50_95']:.4f} | {r['map50']:.4f} | {r['pdparams_mb']:.2f} | {r['onnx_mb']:.2f} | "
                      f"{r['ort_cpu_median_ms']:.2f} / {r['ort_cpu_p90_ms']:.2f} | "
-                     f"{r.get('speedup_vs_sparse', 1):.2f}x | {r.get('flops_ratio_vs_sparse', 1):.2f}x |")
+                     f"{r.get('speedup_vs_sparse', 1):.2f}x | {r.get('flops_ratio_vs_sparse', 1):.2f}x | "
+                     + (f"{r['map_retention_vs_dense']:.0%} |" if "map_retention_vs_dense" in r else "- |"))
     return "\n".join(lines)
 
 

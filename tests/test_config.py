@@ -63,7 +63,7 @@ def test_base_cycle_and_missing_base(tmp_path):
     ("augment.mosaic=1.5", "'augment.mosaic' must be >= 0 and <= 1"),
     ("device=gpu:x", "'device' must be auto, cpu, gpu or gpu:N"),
     ("optimizer.type=sgd", "'optimizer.type' must be one of SGD, Adam, AdamW"),
-    ("prune.criterion=l2", "'prune.criterion' must be one of bn_scale, l1_norm, fpgm"),
+    ("prune.criterion=l2", "'prune.criterion' must be one of bn_scale, bn_scale_per_flop, l1_norm, fpgm"),
     ("loss.balance=[1, 2]", "'loss.balance' must be three numbers"),
     ("model.anchors=[[10, 13], [30, -61], [116, 90]]", "'model.anchors' must be three rows"),
     ("model.anchors=[[10, 13, 16, 30], [30, 61], [116, 90]]", "same number of w,h pairs"),

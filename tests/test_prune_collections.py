@@ -10,7 +10,7 @@ from ppyolo_slim.model import ModelMeta, build_model
 from ppyolo_slim.model.blocks import Conv
 from ppyolo_slim.model.channels import ConvSpec
 from ppyolo_slim.slim import workers
-from ppyolo_slim.slim.pruner import (BNScalePruner, PruneCoverageError, _state_names, prune_model,
+from ppyolo_slim.slim.pruner import (ChannelPruner, PruneCoverageError, _state_names, prune_model,
                                      undo_pruning)
 
 from paddleslim.core import GraphWrapper, dygraph2program
@@ -23,7 +23,7 @@ META = ModelMeta(nc=2, names=["a", "b"])
 def v5n():
     paddle.seed(0)
     model = build_model(META)
-    return model, BNScalePruner(model, trace_size=64)
+    return model, ChannelPruner(model, trace_size=64)
 
 
 def test_workers_registered():
@@ -64,7 +64,7 @@ def test_missing_worker_fails_loudly(monkeypatch, op, missing):
     """Without our workers PaddleSlim drops collections with only a log line; we raise."""
     monkeypatch.delitem(PRUNE_WORKER._module_dict, op)
     with pytest.raises(PruneCoverageError, match=f"in no pruning collection: {missing}\\."):
-        BNScalePruner(Toy(), trace_size=32)
+        ChannelPruner(Toy(), trace_size=32)
 
 
 def test_pruned_yolov5n_holds_together(v5n):
@@ -117,7 +117,7 @@ class Toy(nn.Layer):
 
 def test_concat_input_to_output_offsets():
     toy = Toy()
-    p = BNScalePruner(toy, trace_size=32)
+    p = ChannelPruner(toy, trace_size=32)
     assert sorted(p.covered) == ["a", "b", "c"]
     toy.a.bn.weight.set_value(np.array([1, 0, 1, 1], "float32"))
     toy.b.bn.weight.set_value(np.array([0, 1, 1, 1, 0, 1], "float32"))
@@ -144,6 +144,6 @@ def test_concat_output_to_inputs_offsets():
     assert by[a] == [{"src_start": 0, "src_end": 4, "target_start": 0, "target_end": 4, "target_len": 4}]
     assert by[b] == [{"src_start": 4, "src_end": 10, "target_start": 0, "target_end": 6, "target_len": 6}]
     mask = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 1])
-    p = BNScalePruner.__new__(BNScalePruner)     # _transform_mask is PaddleSlim's own
+    p = ChannelPruner.__new__(ChannelPruner)     # _transform_mask is PaddleSlim's own
     assert list(p._transform_mask(mask, by[a][0])) == [1, 0, 1, 1]
     assert list(p._transform_mask(mask, by[b][0])) == [0, 1, 1, 1, 0, 1]

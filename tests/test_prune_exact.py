@@ -7,7 +7,7 @@ import paddle.nn as nn
 import pytest
 
 from ppyolo_slim.model import ModelMeta, build_model
-from ppyolo_slim.slim.pruner import BNScalePruner, PruneError, prune_model, undo_pruning
+from ppyolo_slim.slim.pruner import ChannelPruner, PruneError, prune_model, undo_pruning
 
 META = ModelMeta(nc=2, names=["a", "b"])          # YOLOv5n layout, 2 classes
 S = 64
@@ -26,7 +26,7 @@ def net():
             l._mean.set_value((0.1 * rng.randn(c)).astype("float32"))
             l._variance.set_value((0.5 + rng.rand(c)).astype("float32"))
     model.eval()
-    pruner = BNScalePruner(model, trace_size=S)
+    pruner = ChannelPruner(model, trace_size=S)
     orig = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     x = paddle.to_tensor(rng.rand(2, 3, S, S).astype("float32"))
     return model, pruner, orig, x
@@ -233,5 +233,5 @@ def test_per_layer_criteria(fresh):
         for g in pruner.groups:
             assert g.keep.sum() == g.channels - g.channels // 2
     pruner.criterion = "bn_scale"
-    with pytest.raises(PruneError, match="needs criterion bn_scale"):
+    with pytest.raises(PruneError, match="a threshold is a score value"):
         prune_model(model, META, threshold=0.1, criterion="l1_norm", pruner=pruner)

@@ -70,7 +70,7 @@ DEAD = "model.4.cv3.bn"          # a C3's output BN: every gamma set to 0
 def pruned_dead_layer():
     """The model pruned twice with one graph analysis: at ratio 0.99 (every layer to its floor)
     and at |gamma| threshold 0.1 (only the dead layer has anything below it)."""
-    from ppyolo_slim.slim.pruner import BNScalePruner, prune_model, undo_pruning
+    from ppyolo_slim.slim.pruner import ChannelPruner, prune_model, undo_pruning
     paddle.seed(0)
     model = build_model(META)
     rng = np.random.RandomState(0)
@@ -80,7 +80,7 @@ def pruned_dead_layer():
             gamma = np.zeros(c) if name == DEAD else 0.5 + rng.rand(c)
             layer.weight.set_value(gamma.astype("float32"))
     full = {k: v.shape for k, v in model.state_dict().items()}
-    pruner = BNScalePruner(model, trace_size=64)
+    pruner = ChannelPruner(model, trace_size=64)
     by_ratio = prune_model(model, META, ratio=0.99, min_channels=8, pruner=pruner)
     undo_pruning(model)
     by_threshold = prune_model(model, META, threshold=0.1, min_channels=8, pruner=pruner)

@@ -61,7 +61,7 @@ class _StopAfter:
     def __init__(self, epoch):
         self.epoch = epoch
 
-    def on_epoch_end(self, trainer, epoch, record):
+    def on_save(self, trainer, epoch, record):
         if epoch == self.epoch:
             raise KeyboardInterrupt
 

@@ -1,6 +1,8 @@
 """The whole job on the embedded default data: python tools/pipeline.py
 
-Sparse training -> 8x pruning -> fine-tuning -> evaluation of each -> export (ONNX, Paddle
+The dense model (the shipped checkpoint on the embedded set) -> sparse training (the cut's
+channels driven to exactly zero) -> 8x pruning -> fine-tuning with the dense model as
+distillation teacher -> evaluation of each -> export (ONNX, Paddle
 Inference) -> TensorRT network (built where TensorRT and a GPU exist, else checked on the
 CPU) -> summary table (OUTPUT/summary.md, summary.json, map_vs_flops.png).
 
@@ -33,7 +35,8 @@ def parse_args(argv=None):
     ap.add_argument("--finetune-config", default="configs/finetune.yml",
                     help="config of the fine-tuning stage (default configs/finetune.yml)")
     ap.add_argument("--fresh", action="store_true", help="start over, ignoring a previous run's state")
-    ap.add_argument("--until", choices=["sparse", "prune", "finetune", "export", "deploy", "summary"],
+    from ppyolo_slim.pipeline import STAGES
+    ap.add_argument("--until", choices=list(STAGES),
                     help="stop after this stage; the same command without --until continues from there")
     ap.add_argument("--no-progress", action="store_true",
                     help="no per-batch progress bars or per-epoch mAP lines (stage log lines only)")

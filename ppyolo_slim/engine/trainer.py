@@ -1,7 +1,9 @@
-"""The training loop: YOLOv5 recipe (ultralytics train.py) plus network-slimming sparsity.
+"""The training loop: the YOLOv5 recipe (ultralytics train.py), open through callbacks.
 
-One Trainer serves sparse training, fine-tuning of pruned models and plain training;
-the config says which. Rank 0 alone evaluates, logs and writes files.
+One Trainer serves sparse training, fine-tuning of pruned models (with or without a
+distillation teacher) and plain training; the config says which, and the components that
+join a run (sparsity, distillation, γ logging) are callbacks (``callbacks.py``) registered
+by their own modules. Rank 0 alone evaluates, logs and writes files.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from ..model import ModelMeta, assign_state, build_model, load_weights
 from ..model.spec import SCALES
 from ..model.weights import remove_stale_temps
 from ..jsonio import write_json
+from .callbacks import CallbackList, registered_callbacks
 from .checkpoint import load_checkpoint, save_checkpoint, writing
 from .ema import ModelEMA
 from .logger import make_logger
@@ -60,7 +63,8 @@ class Trainer:
     def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, resume: Optional[str] = None,
                  progress: bool = True, callbacks: Sequence[Any] = ()):
         self.cfg, self.rank, self.world = cfg, rank, world_size
-        self.callbacks = list(callbacks)   # objects with on_epoch_end(trainer, epoch, record)
+        self._extra_callbacks = list(callbacks)   # Callback objects (or duck-typed hooks)
+        self.extra_items: Dict[str, float] = {}    # the callbacks' loss terms, for the logs
         self.out = cfg["output_dir"]
         self.progress = progress and rank == 0
         self.device = select_device(cfg["device"])
@@ -76,6 +80,8 @@ class Trainer:
         self._setup_model()
         self._setup_optim()
         self.logger = make_logger(self.out, bool(cfg["log"]["visualdl"]), rank)
+        # config-driven components first (sparsity, distillation), then the caller's
+        self.callbacks = CallbackList(registered_callbacks(self) + self._extra_callbacks)
         self.history: List[Dict[str, Any]] = []
         if self.resume_state:
             self._restore(self.resume_state)
@@ -176,10 +182,6 @@ class Trainer:
         det = self.core.detect
         self.compute_loss = ComputeLoss(det.anchors.numpy(), det.stride, self.nc, dict(cfg["loss"]),
                                         int(cfg["img_size"]))
-        self.sparsity = None
-        if cfg["sparsity"]["enabled"]:
-            from ..slim.sparsity import SparsityL1
-            self.sparsity = SparsityL1(self.core, dict(cfg["sparsity"]), self.epochs)
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16) if self.amp else None
         self.start_epoch = 0
         self.best_fitness = -1.0
@@ -214,6 +216,7 @@ class Trainer:
         if self.rank == 0 and self.resume_state is not None and self.start_epoch >= self.epochs:
             self._write_missing_last()
         seed = int(cfg["seed"])
+        self.callbacks.on_train_start(self)
         t_start = time.time()
         for epoch in range(self.start_epoch, self.epochs):
             # Per-epoch seeding: a run resumed at an epoch boundary replays the same random stream.
@@ -247,19 +250,20 @@ class Trainer:
                                              "train/cls_loss": items[2], "train/loss": float(items.sum()),
                                              "lr/weights": lrs["weights"], "lr/bn": lrs["bn"],
                                              "lr/bias": lrs["bias"], "time/step_ms": 1000 * dt,
-                                             "time/img_per_s": imgs.shape[0] / dt}, ni)
+                                             "time/img_per_s": imgs.shape[0] / dt,
+                                             **{f"train/{k}": v for k, v in self.extra_items.items()}}, ni)
             if self.world > 1:
                 self._average_bn_statistics()
             record = {"epoch": epoch, "box_loss": mloss[0], "obj_loss": mloss[1], "cls_loss": mloss[2],
                       "lr": self.optimizer.lrs["weights"], "epoch_s": time.time() - t_epoch,
                       "img_per_s": n_img / max(time.time() - t_epoch, 1e-9)}
+            self.callbacks.on_epoch_end(self, epoch, record)   # may add to the record (γ stats)
             if self.rank == 0:
                 record.update(self._end_epoch(epoch))
                 self.history.append({k: float(v) if isinstance(v, (np.floating, float)) else v
                                      for k, v in record.items()})
                 self._save(epoch, record)
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, epoch, record)
+            self.callbacks.on_save(self, epoch, record)
         summary = {"epochs": self.epochs, "best_fitness": self.best_fitness,
                    "train_s": time.time() - t_start, "history": self.history,
                    "best": os.path.join(self.out, "best.pdparams"),
@@ -313,6 +317,11 @@ class Trainer:
         else:
             preds = self.model(x)
         loss, items = self.compute_loss(preds, t)
+        extra = self.callbacks.extra_loss(self, x, preds)   # e.g. distillation from a teacher
+        self.extra_items = {}
+        if extra is not None:
+            loss = loss + extra[0]
+            self.extra_items = dict(extra[1])
         if self.world > 1:
             loss = loss * self.world   # DataParallel averages gradients over ranks (ultralytics does this)
         lv = float(loss)
@@ -329,10 +338,9 @@ class Trainer:
         return loss, np.asarray(items, dtype="float64")
 
     def _optimizer_step(self, epoch_float: float, epoch: int, i: int):
-        if self.sparsity is not None:
-            if self.scaler is not None:   # the L1 term must see true gradients, not AMP-scaled ones
-                self.scaler.unscale_(self.optimizer.opt)
-            self.sparsity.apply(epoch_float)
+        if self.scaler is not None:   # callbacks (the L1 subgradient) must see true gradients
+            self.scaler.unscale_(self.optimizer.opt)
+        self.callbacks.on_after_backward(self, epoch_float)
         bad = [p.name for p in self.core.parameters()
                if p.grad is not None and not bool(paddle.isfinite(p.grad).all())]
         if bad and self.scaler is None:
@@ -346,6 +354,7 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.clear_grad()
+        self.callbacks.on_after_step(self, epoch_float)   # proximal steps, masks (before EMA sees them)
         if self.ema is not None:
             self.ema.update(self.core)
 
@@ -355,23 +364,10 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
-        out.update(self._log_gammas(epoch))   # every run: shows what sparsity does, or would do
         interval = int(self.cfg["eval"]["interval"])
         if (epoch + 1) % max(interval, 1) == 0 or epoch + 1 == self.epochs:
             out.update(self.evaluate(epoch))
         return out
-
-    def _log_gammas(self, epoch: int) -> Dict[str, Any]:
-        from ..slim.sparsity import gamma_stats
-        st = gamma_stats(self.core)
-        g = np.abs(np.asarray(st["gammas"]))
-        self.logger.histogram("sparsity/gamma_abs", g, epoch)
-        vals = {"sparsity/share_below_1e-2": float((g < 1e-2).mean()),
-                "sparsity/share_below_1e-3": float((g < 1e-3).mean()),
-                "sparsity/gamma_l1": float(g.sum())}
-        self.logger.scalars(vals, epoch)
-        return {"gamma_below_1e-2": vals["sparsity/share_below_1e-2"],
-                "gamma_below_1e-3": vals["sparsity/share_below_1e-3"], "gamma_l1": vals["sparsity/gamma_l1"]}
 
     def evaluate(self, epoch: int) -> Dict[str, Any]:
         from .evaluate import evaluate_model
@@ -431,7 +427,8 @@ class Trainer:
     def _save(self, epoch: int, record: Dict[str, Any]):
         fitness = record.get("map50_95")
         meta = self._meta(self._stage(), {"epoch": epoch + 1, "epochs": self.epochs})
-        is_best = fitness is not None and fitness > self.best_fitness
+        # a callback may rule an epoch out (the gradual method, before its masks are complete)
+        is_best = fitness is not None and fitness > self.best_fitness and record.get("best_eligible", True)
         if is_best:
             self.best_fitness = float(fitness)
         train = {"epoch": epoch, "best_fitness": self.best_fitness,

@@ -10,7 +10,7 @@ Where PaddleSlim 2.6 is extended, and why (each through its own hook, none bypas
   worker searches its consumers with a private ``visited`` record: PaddleSlim's shared one
   is keyed by (op, variable), not by the offset transform, so a concat's second input never
   reached the consumer (the "cv3 kept 24 inputs, concat gave 16" bug).
-* ``pruner.py``: ``BNScalePruner(FilterPruner)`` overrides ``cal_mask`` (the criterion hook)
+* ``pruner.py``: ``ChannelPruner(FilterPruner)`` overrides ``cal_mask`` (the criterion hook)
   with |gamma|, tied channels ranked by their largest |gamma|, one global threshold; it
   checks every Conv-BN is in exactly one collection (``PruneCoverageError`` otherwise).
 * ``compensate.py``: folds removed channels' constant output into consumers before the plan
@@ -28,7 +28,7 @@ cached ``Status`` object on a second call (we reset it).
 from .sparsity import SparsityL1, gamma_stats, prunable_bns
 
 _LAZY = {
-    "BNScalePruner": "pruner", "prune_model": "pruner", "PruneCoverageError": "pruner",
+    "ChannelPruner": "pruner", "prune_model": "pruner", "PruneCoverageError": "pruner",
     "PruneError": "pruner", "PruneResult": "pruner", "undo_pruning": "pruner",
     "fold_removed_channels": "compensate", "CompensationError": "compensate",
     "sensitivity": "sensitivity", "write_sensitivity": "sensitivity",

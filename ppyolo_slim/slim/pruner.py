@@ -1,6 +1,6 @@
 """Channel pruning with PaddleSlim: BN-scale criterion, one global threshold.
 
-``BNScalePruner`` is a PaddleSlim ``FilterPruner``: PaddleSlim traces the model, walks the
+``ChannelPruner`` is a PaddleSlim ``FilterPruner``: PaddleSlim traces the model, walks the
 graph with its prune workers (plus ours, ``workers.py``) and returns *collections*: a
 master conv weight pruned on its outputs and every tensor that must shrink with it
 (its BN, the consumers' input channels, through concat offsets). We
@@ -33,8 +33,10 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from . import workers  # noqa: F401  registers the silu and concat workers
+from . import selection, workers  # noqa: F401  workers registers the silu and concat workers
 from ._compat import import_paddleslim
+from .importance import IMPORTANCE, importance
+from .selection import Policy, SelectionError
 from .sparsity import unwrap
 
 import_paddleslim()
@@ -104,8 +106,8 @@ def _is_identity(transforms) -> bool:
     return not transforms or all(not t for t in transforms)
 
 
-class BNScalePruner(FilterPruner):
-    """A PaddleSlim FilterPruner ranking channels by |gamma| of their BatchNorm.
+class ChannelPruner(FilterPruner):
+    """A PaddleSlim FilterPruner ranking channels by an importance function (importance.py).
 
     Two ways to get masks through ``cal_mask`` (PaddleSlim's criterion hook):
     ``set_threshold(t, min_channels, round_to)`` fixes them for a global threshold; without
@@ -113,10 +115,11 @@ class BNScalePruner(FilterPruner):
     PaddleSlim's ``sensitive()`` asks for).
     """
 
-    CRITERIA = ("bn_scale", "l1_norm", "fpgm")
+    CRITERIA = tuple(IMPORTANCE)    # every registered importance function
 
     def __init__(self, model: nn.Layer, trace_size: int = 64, in_channels: int = 3,
-                 min_channels: int = 1, criterion: str = "bn_scale"):
+                 min_channels: int = 1, criterion: str = "bn_scale", cost_size: int = 640):
+        self.CRITERIA = tuple(IMPORTANCE)   # criteria registered after import count too
         if criterion not in self.CRITERIA:
             raise PruneError(f"prune criterion must be one of {self.CRITERIA}, got {criterion!r}")
         self.criterion = criterion
@@ -137,6 +140,9 @@ class BNScalePruner(FilterPruner):
         self.min_channels = min_channels
         self.round_to = 1
         self.threshold: Optional[float] = None
+        self.cost_size = cost_size             # image size the FLOP costs are counted at
+        self._macs: Optional[Dict[str, int]] = None
+        self._mean_cost: Optional[float] = None
         self._names = _state_names(self.net)
         self._layers = dict(self.net.named_sublayers())
         self.groups: List[ChannelGroup] = [self._group(c) for c in self.collections]
@@ -212,24 +218,44 @@ class BNScalePruner(FilterPruner):
         self.covered = sorted(seen)
 
     # ---------------------------------------------------------------- criterion
+    @property
+    def layers(self) -> Dict[str, nn.Layer]:
+        return self._layers
+
+    def channel_cost(self, group: ChannelGroup) -> float:
+        """Multiply-accumulates one channel of ``group`` costs at ``cost_size`` px: its share of
+        every conv that emits it, plus its share of every consumer's input (MorphNet)."""
+        if self._macs is None:
+            from ..model.flops import conv_macs
+            self._macs = conv_macs(self.net, self.cost_size)
+        cost = 0.0
+        for c in group.convs:
+            cost += self._macs[f"{c}.conv"] / group.channels
+        for w in group.consumers:
+            layer = w[:-len(".weight")]
+            cin = int(self._layers[layer].weight.shape[1])
+            cost += self._macs[layer] / max(cin, 1)
+        return cost
+
+    def relative_cost(self, group: ChannelGroup) -> float:
+        """``channel_cost`` over the mean channel's (weighted by channels), so 1 is typical."""
+        if self._mean_cost is None:
+            tot = sum(self.channel_cost(g) * g.channels for g in self.groups)
+            self._mean_cost = tot / max(sum(g.channels for g in self.groups), 1)
+        return self.channel_cost(group) / self._mean_cost
+
     def scores(self, group: ChannelGroup) -> np.ndarray:
-        """Importance per channel; for tied channels the largest over their layers.
-        bn_scale: |gamma|. l1_norm: L1 norm of the conv filter. fpgm: summed distance of
-        the filter to the layer's other filters (Filter Pruning via Geometric Median)."""
-        if self.criterion == "bn_scale":
-            g = [np.abs(self._layers[b].weight.numpy()) for b in group.bns]
-        else:
-            g = []
-            for c in group.convs:
-                w = self._layers[f"{c}.conv"].weight.numpy().reshape(group.channels, -1)
-                if self.criterion == "l1_norm":
-                    g.append(np.abs(w).sum(1))
-                else:
-                    w = w.astype(np.float64)
-                    sq = (w * w).sum(1)
-                    d2 = sq[:, None] + sq[None, :] - 2.0 * (w @ w.T)
-                    g.append(np.sqrt(np.maximum(d2, 0.0)).sum(1))
-        return np.max(np.stack(g), axis=0)
+        """Importance per channel by ``self.criterion`` (``importance.py``)."""
+        return importance(self.criterion).fn(self, group)
+
+    def _policy(self, **kw) -> Policy:
+        try:
+            return Policy(**kw)
+        except SelectionError as e:
+            raise PruneError(str(e)) from None
+
+    def _all(self):
+        return [self.scores(g) for g in self.groups], [len(g.bns) for g in self.groups]
 
     def all_scores(self) -> Tuple[np.ndarray, np.ndarray]:
         """(score of every prunable channel of every BN layer, the same per group index):
@@ -242,90 +268,45 @@ class BNScalePruner(FilterPruner):
         return np.concatenate(vals), np.concatenate(idx)
 
     def global_threshold(self, ratio: float) -> float:
-        """The |gamma| below which ``ratio`` of all prunable channels lie."""
-        if not 0.0 <= ratio < 1.0:
-            raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
-        s = np.sort(self.all_scores()[0])
-        k = int(np.floor(ratio * s.size))
-        return float(s[k]) if k > 0 else 0.0
+        """The score below which ``ratio`` of all prunable channels lie (floors ignored)."""
+        self._policy(ratio=ratio)
+        return selection.percentile_threshold(*self._all(), ratio)
 
     def removed_share_at(self, threshold: float, min_channels: int, round_to: int) -> float:
-        """Share of all prunable channels (per BN layer) a threshold removes, after the
-        per-layer floor and rounding."""
-        saved = self.min_channels, self.round_to
-        self.min_channels, self.round_to = min_channels, round_to
-        try:
-            tot = gone = 0
-            for g in self.groups:
-                s = self.scores(g)
-                k = self._kept_count(int((s >= threshold).sum()), g.channels)
-                tot += g.channels * len(g.bns)
-                gone += (g.channels - k) * len(g.bns)
-        finally:
-            self.min_channels, self.round_to = saved
-        return gone / max(tot, 1)
+        """Share of all prunable channels a threshold removes, after floors and rounding."""
+        return selection.share_at_threshold(*self._all(), threshold, min_channels, round_to)
 
     def threshold_for_share(self, ratio: float, min_channels: int = 8,
                             round_to: int = 1) -> Tuple[float, float]:
-        """(threshold, share it removes): the lowest |gamma| threshold that removes at least
-        ``ratio`` of all prunable channels once floors and rounding have kept theirs. The
-        plain percentile (``global_threshold``) removes less as soon as a floor binds; this
-        keeps "--ratio 0.875" meaning 8x fewer channels. If the floors make ``ratio``
-        unreachable, every layer is cut to its floor and the share reached is returned."""
-        if not 0.0 <= ratio < 1.0:
-            raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
-        if ratio == 0.0:
-            return 0.0, 0.0
-        cand = np.unique(self.all_scores()[0])
-        cand = np.append(cand, np.nextafter(cand[-1], np.inf))   # above all: floors only
-        lo, hi = int(np.searchsorted(cand, self.global_threshold(ratio))), len(cand) - 1
-        if self.removed_share_at(cand[hi], min_channels, round_to) < ratio:
-            return float(cand[hi]), self.removed_share_at(cand[hi], min_channels, round_to)
-        while lo < hi:                     # the share removed grows with the threshold
-            mid = (lo + hi) // 2
-            if self.removed_share_at(cand[mid], min_channels, round_to) >= ratio:
-                hi = mid
-            else:
-                lo = mid + 1
-        return float(cand[lo]), self.removed_share_at(cand[lo], min_channels, round_to)
+        """(threshold, share it removes): ``selection.threshold_for_share`` on this model."""
+        self._policy(ratio=ratio, min_channels=min_channels, round_to=round_to)
+        return selection.threshold_for_share(*self._all(), ratio, min_channels, round_to)
 
     def _kept_count(self, n_keep: int, c: int) -> int:
-        n = max(n_keep, min(self.min_channels, c))
-        if self.round_to > 1:
-            n = int(np.ceil(n / self.round_to) * self.round_to)
-        return int(min(max(n, 1), c))
+        return selection.kept_count(n_keep, c, self.min_channels, self.round_to)
 
-    def _mask_top(self, scores: np.ndarray, n_keep: int) -> np.ndarray:
-        order = np.argsort(-scores, kind="stable")
-        keep = np.zeros(scores.size, dtype=bool)
-        keep[order[:n_keep]] = True
-        return keep
+    def apply_policy(self, policy: Policy) -> Optional[float]:
+        """Fix every group's mask by ``policy``; returns the threshold used (None: uniform)."""
+        if policy.mode == "global" and not importance(self.criterion).comparable:
+            raise PruneError(f"criterion {self.criterion} gives scores that do not compare across "
+                             f"layers: it needs the uniform policy")
+        scores, layers = self._all()
+        masks, t = selection.select(scores, layers, policy)
+        self.threshold, self.min_channels, self.round_to = t, policy.min_channels, policy.round_to
+        for g, s, m in zip(self.groups, scores, masks):
+            g.scores, g.keep = s, m
+        return t
 
     def set_threshold(self, threshold: float, min_channels: int = 8, round_to: int = 1) -> None:
-        """Fix every group's mask: keep |gamma| >= threshold, at least ``min_channels`` (the
+        """Fix every group's mask: keep scores >= threshold, at least ``min_channels`` (the
         best ones), the kept count rounded up to a multiple of ``round_to``."""
-        if min_channels < 1:
-            raise PruneError(f"min_channels must be >= 1 (a layer with no channel breaks the "
-                             f"network), got {min_channels}")
-        if round_to < 1:
-            raise PruneError(f"round_to must be >= 1, got {round_to}")
-        if not np.isfinite(threshold) or threshold < 0:
-            raise PruneError(f"threshold must be a finite |gamma| >= 0, got {threshold}")
-        self.threshold, self.min_channels, self.round_to = float(threshold), min_channels, round_to
-        for g in self.groups:
-            g.scores = s = self.scores(g)
-            g.keep = self._mask_top(s, self._kept_count(int((s >= threshold).sum()), g.channels))
+        self.apply_policy(self._policy(mode="global", ratio=None, threshold=threshold,
+                                       min_channels=min_channels, round_to=round_to))
 
     def set_uniform_ratio(self, ratio: float, min_channels: int = 8, round_to: int = 1) -> None:
-        """Fix every group's mask: remove ``ratio`` of its channels (lowest scores first).
-        For criteria whose scores do not compare across layers (l1_norm, fpgm)."""
-        if not 0.0 <= ratio < 1.0:
-            raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
-        self.set_threshold(0.0, min_channels, round_to)    # validates, keeps all
-        self.threshold = None
-        for g in self.groups:
-            n_keep = g.channels - int(np.floor(ratio * g.channels))
-            g.keep = self._mask_top(g.scores, self._kept_count(n_keep, g.channels))
+        """Fix every group's mask: remove ``ratio`` of its channels (lowest scores first)."""
+        self.apply_policy(self._policy(mode="uniform", ratio=ratio, min_channels=min_channels,
+                                       round_to=round_to))
 
     def clear_threshold(self) -> None:
         self.threshold = None
@@ -339,7 +320,7 @@ class BNScalePruner(FilterPruner):
             return g.keep.astype(np.int64)
         s = self.scores(g)
         n_keep = g.channels - int(round(float(pruned_ratio) * g.channels))
-        return self._mask_top(s, self._kept_count(n_keep, g.channels)).astype(np.int64)
+        return selection.mask_top(s, self._kept_count(n_keep, g.channels)).astype(np.int64)
 
     # ---------------------------------------------------------------- plan
     def make_plan(self):
@@ -365,9 +346,11 @@ class PruneResult:
 
     @property
     def removed_share(self) -> float:
-        tot = sum(g.channels * len(g.bns) for g in self.groups)
-        kept = sum(int(g.keep.sum()) * len(g.bns) for g in self.groups)
-        return 1.0 - kept / max(tot, 1)
+        return self.share_of(self.groups)
+
+    @staticmethod
+    def share_of(groups: List[ChannelGroup]) -> float:
+        return selection.removed_share([g.keep for g in groups], [len(g.bns) for g in groups])
 
 
 def _numpy_state(model: nn.Layer, keys) -> Dict[str, np.ndarray]:
@@ -379,7 +362,7 @@ def prune_model(model: nn.Layer, meta, *, ratio: Optional[float] = 0.875,
                 threshold: Optional[float] = None, min_channels: int = 8, round_to: int = 1,
                 compensate: bool = True, trace_size: int = 64, criterion: str = "bn_scale",
                 build: Optional[Callable] = None,
-                pruner: Optional["BNScalePruner"] = None) -> PruneResult:
+                pruner: Optional["ChannelPruner"] = None) -> PruneResult:
     """Prune ``model`` (modified in place; use the returned ``result.model``).
 
     ``threshold`` (an |gamma|) wins over ``ratio`` (share of prunable channels removed,
@@ -387,7 +370,7 @@ def prune_model(model: nn.Layer, meta, *, ratio: Optional[float] = 0.875,
     ``meta`` (ModelMeta) is needed to rebuild the narrower model from the pruned shapes.
     ``criterion`` other than bn_scale removes ``ratio`` of every layer (their scores do
     not compare across layers, so a global threshold would not mean anything).
-    ``pruner``: a ``BNScalePruner`` already built on this model (the graph analysis takes
+    ``pruner``: a ``ChannelPruner`` already built on this model (the graph analysis takes
     seconds); ``undo_pruning(model)`` puts the model back afterwards if it is to be reused.
     """
     from ..model import build_model
@@ -400,7 +383,7 @@ def prune_model(model: nn.Layer, meta, *, ratio: Optional[float] = 0.875,
     keys = list(net.state_dict().keys())
     before = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     if pruner is None:
-        pruner = BNScalePruner(net, trace_size=trace_size, criterion=criterion)
+        pruner = ChannelPruner(net, trace_size=trace_size, criterion=criterion)
     elif pruner.net is not net:
         raise PruneError("the pruner given was built on another model")
     else:
@@ -410,19 +393,20 @@ def prune_model(model: nn.Layer, meta, *, ratio: Optional[float] = 0.875,
     if threshold is None and ratio is None:
         raise PruneError("give a prune ratio or a threshold")
     scores = pruner.all_scores()[0]
-    if criterion != "bn_scale":
-        if threshold is not None:
-            raise PruneError(f"a threshold is an |gamma| value: it needs criterion bn_scale, "
-                             f"not {criterion}; give a ratio instead")
-        pruner.set_uniform_ratio(ratio, min_channels, round_to)
-    else:
-        if threshold is None:
-            threshold, reached = pruner.threshold_for_share(ratio, min_channels, round_to)
-            if reached < ratio - 1e-9:
-                _logger.warning("prune ratio %.3f is out of reach with min_channels=%d, "
-                                "round_to=%d: every layer is cut to its floor, removing %.3f",
-                                ratio, min_channels, round_to, reached)
-        pruner.set_threshold(threshold, min_channels, round_to)
+    comparable = importance(criterion).comparable
+    if threshold is not None and not comparable:
+        raise PruneError(f"a threshold is a score value of a criterion that compares across layers "
+                         f"(bn_scale, bn_scale_per_flop), not {criterion}; give a ratio instead")
+    policy = pruner._policy(mode="global" if comparable else "uniform",
+                            ratio=None if threshold is not None else ratio, threshold=threshold,
+                            min_channels=min_channels, round_to=round_to)
+    threshold = pruner.apply_policy(policy)
+    if by_ratio and comparable:
+        reached = PruneResult.share_of(pruner.groups)
+        if reached < ratio - 1e-9:
+            _logger.warning("prune ratio %.3f is out of reach with min_channels=%d, "
+                            "round_to=%d: every layer is cut to its floor, removing %.3f",
+                            ratio, min_channels, round_to, reached)
     plan = pruner.make_plan()
     comp = fold_removed_channels(net, plan, pruner, enabled=compensate, img_size=trace_size)
     with quiet_paddleslim():

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, Optional
 import numpy as np
 import paddle.nn as nn
 
-from .pruner import BNScalePruner, quiet_paddleslim, undo_pruning
+from .pruner import ChannelPruner, quiet_paddleslim, undo_pruning
 from .report import _save_fig, write_json
 from .sparsity import unwrap
 
@@ -30,13 +30,13 @@ from paddleslim.dygraph.prune.filter_pruner import Status  # noqa: E402  (.prune
 def sensitivity(model: nn.Layer, eval_fn: Callable[[nn.Layer], float], *, trace_size: int = 64,
                 layers: Optional[Iterable[str]] = None, metric: str = "metric",
                 progress: Optional[Callable[[str], None]] = None,
-                pruner: Optional[BNScalePruner] = None) -> Dict[str, Any]:
+                pruner: Optional[ChannelPruner] = None) -> Dict[str, Any]:
     """Sensitivity of each collection. ``layers``: only collections whose label or master
     starts with one of these names (e.g. ``["model.2", "model.9"]``). The model's weights
     are restored afterwards."""
     net = unwrap(model)
     if pruner is None:
-        pruner = BNScalePruner(net, trace_size=trace_size)
+        pruner = ChannelPruner(net, trace_size=trace_size)
     elif pruner.net is not net:
         raise ValueError("the pruner given was built on another model")
     pruner.criterion, pruner.min_channels, pruner.round_to = "bn_scale", 1, 1

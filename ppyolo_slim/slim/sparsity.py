@@ -1,16 +1,32 @@
-"""Network-slimming sparsity: an L1 penalty on BatchNorm scales (Liu et al., ICCV 2017).
+"""Network-slimming sparsity on BatchNorm scales, in three forms (``sparsity.method``).
 
-After ``loss.backward()`` and before ``optimizer.step()``, ``SparsityL1.apply`` adds
-``s(t) * sign(gamma)`` to the gradient of every selected BN scale: the subgradient of
-``s * sum|gamma|``. Adding it to the gradient (rather than to the loss) keeps the loss
-figures comparable with a dense run and costs no extra graph.
+* ``subgradient`` (Liu et al., ICCV 2017, as first built here): after ``loss.backward()``,
+  ``s(t) * sign(gamma)`` joins the gradient of every penalised BN scale. Under Adam/AdamW the
+  optimizer's per-parameter normalisation rescales that term with the loss gradient, so a
+  gamma can hover near zero but never lands on it.
+* ``proximal``: after the optimizer step, each penalised gamma is soft-thresholded by
+  ``lr_t * s(t) * w``: gamma <- sign(gamma) * max(|gamma| - lr_t s w, 0). Exact zeros, and the
+  same meaning under SGD and AdamW (the L1 part of the objective is stepped outside the
+  optimizer, as decoupled weight decay is).
+* ``gradual``: the channels the cut will remove are chosen as training goes (by the
+  pruner's own importance function and selection policy, ``importance.py`` /
+  ``selection.py``), their share grows from 0 to the target on a cubic schedule (Zhu & Gupta,
+  2017), and their gamma *and* beta are held at exactly zero, so the network learns to do
+  without them and the cut that follows is exact (a channel with gamma = beta = 0 emits
+  SiLU(0) = 0).
 
-Which BNs take part (``prunable_bns``): every BN of a Conv-BN-SiLU, optionally without
-the BNs whose output Detect reads (their channels carry the predictions).
+``w`` is 1, or with ``flop_weighted`` the FLOPs one channel of the layer costs relative to
+the model's mean channel (MorphNet, Gordon et al., CVPR 2018): the global threshold then stops
+keeping expensive high-resolution layers whole while flooring the cheap deep ones.
+
+Which BNs the L1 forms penalise (``prunable_bns``): every BN of a Conv-BN-SiLU, optionally
+without the BNs whose output Detect reads. All three forms are trainer callbacks, as is
+the per-epoch |gamma| histogram every run logs (``GammaLogger``).
 """
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
@@ -18,8 +34,10 @@ import paddle
 import paddle.nn as nn
 
 from ..config import DEFAULTS
+from ..engine.callbacks import Callback, register_callback
 
 SCHEDULES = ("constant", "linear", "cosine")
+METHODS = ("subgradient", "proximal", "gradual")
 
 # the conv whose BN produces a block's output, by block type
 _OUTPUT_CONV = {"Conv": "", "C3": "cv3", "SPPF": "cv2"}
@@ -82,6 +100,8 @@ def _check_cfg(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         if k not in out:
             raise ValueError(f"sparsity: unknown key '{k}'; known keys: {', '.join(sorted(out))}")
         out[k] = v
+    if out["method"] not in METHODS:
+        raise ValueError(f"sparsity.method: expected one of {METHODS}, got {out['method']!r}")
     if out["schedule"] not in SCHEDULES:
         raise ValueError(f"sparsity.schedule: expected one of {SCHEDULES}, got {out['schedule']!r}")
     for k in ("rate", "final_rate", "bottleneck_rate"):
@@ -105,25 +125,32 @@ def schedule_factor(schedule: str, start: float, end: float, epoch: float, epoch
 
 
 class SparsityL1:
-    """L1 on BN scales, applied to the gradients.
+    """L1 on BN scales: the subgradient form (``apply``, between backward and step) and the
+    proximal form (``prox``, after the step).
 
     >>> sp = SparsityL1(model, cfg.sparsity, cfg.epochs)
     >>> loss.backward(); sp.apply(epoch + i / n_batches); optimizer.step()
 
     With AMP, call ``apply`` after ``scaler.unscale_(optimizer)`` or pass the loss scale as
-    ``grad_scale`` so the penalty is scaled like the gradients it joins.
+    ``grad_scale`` so the penalty is scaled like the gradients it joins. ``weights``: a
+    factor per penalised BN name (FLOP weighting); missing names weigh 1.
     """
 
     def __init__(self, model: nn.Layer, sparsity_cfg: Optional[Mapping[str, Any]] = None,
-                 epochs: float = 1):
+                 epochs: float = 1, weights: Optional[Mapping[str, float]] = None):
         self.cfg = _check_cfg(sparsity_cfg)
         self.enabled = bool(self.cfg["enabled"])
+        self.method = self.cfg["method"]
         self.epochs = float(epochs)
         self.bns = prunable_bns(model, self.cfg["exclude_detect_inputs"])
         if self.enabled and not self.bns:
             raise ValueError("sparsity is enabled but the model has no BatchNorm2D to penalise")
         inner = bottleneck_bns(model) if self.cfg["bottleneck_rate"] is not None else set()
         self.in_bottleneck = [n in inner for n, _ in self.bns]
+        self.set_weights(weights or {})
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        self.weights = [float(weights.get(n, 1.0)) for n, _ in self.bns]
 
     def rates(self, epoch: float) -> Tuple[float, float]:
         """(rate, bottleneck rate) at ``epoch``; the bottleneck rate follows the same schedule."""
@@ -138,27 +165,199 @@ class SparsityL1:
     def rate(self, epoch: float) -> float:
         return self.rates(epoch)[0]
 
-    def apply(self, epoch: float, grad_scale: float = 1.0) -> float:
-        """Add rate*sign(gamma) to each selected gamma's gradient. Returns the rate used
-        (0.0 when disabled). Frozen gammas (stop_gradient) are left alone; a trainable gamma
-        without a gradient means apply() was called at the wrong moment: an error."""
-        if not self.enabled:
-            return 0.0
+    def _each(self, epoch: float):
         r, rb = self.rates(epoch)
+        for (name, bn), inner, w in zip(self.bns, self.in_bottleneck, self.weights):
+            g = bn.weight
+            if not g.stop_gradient:          # frozen gammas are left alone
+                yield name, g, (rb if inner else r) * w
+
+    def apply(self, epoch: float, grad_scale: float = 1.0) -> float:
+        """Subgradient form: add rate*w*sign(gamma) to each selected gamma's gradient. Returns
+        the rate used (0.0 when disabled or another method). A trainable gamma without a
+        gradient means apply() was called at the wrong moment: an error."""
+        if not self.enabled or self.method != "subgradient":
+            return 0.0
         with paddle.no_grad():
-            for (name, bn), inner in zip(self.bns, self.in_bottleneck):
-                s = (rb if inner else r) * grad_scale
+            for name, g, s in self._each(epoch):
                 if s == 0:
                     continue
-                g = bn.weight
-                if g.stop_gradient:
-                    continue
-                term = paddle.sign(g) * s
                 if g.grad is None:
                     raise RuntimeError(f"sparsity: {name}.weight has no gradient; call apply() after "
                                        f"loss.backward() and before optimizer.clear_grad()")
-                g.grad.add_(term.astype(g.grad.dtype))
-        return r
+                g.grad.add_((paddle.sign(g) * (s * grad_scale)).astype(g.grad.dtype))
+        return self.rate(epoch)
+
+    def prox(self, epoch: float, lr: float) -> float:
+        """Proximal form, after the optimizer step: soft-threshold each selected gamma by
+        ``lr * rate * w`` (exact zeros). Returns the rate used (0.0 when disabled)."""
+        if not self.enabled or self.method != "proximal":
+            return 0.0
+        with paddle.no_grad():
+            for _, g, s in self._each(epoch):
+                t = lr * s
+                if t > 0:
+                    g.set_value(paddle.sign(g) * paddle.clip(paddle.abs(g) - t, min=0.0))
+        return self.rate(epoch)
+
+
+def cubic_share(target: float, epoch: float, ramp_epochs: float) -> float:
+    """Zhu & Gupta's gradual schedule: 0 at the start, ``target`` from ``ramp_epochs`` on, fast
+    early (when the network has most redundancy) and slow late."""
+    if ramp_epochs <= 0:
+        return target
+    t = min(max(epoch / ramp_epochs, 0.0), 1.0)
+    return target * (1.0 - (1.0 - t) ** 3)
+
+
+class GradualMask:
+    """The ``gradual`` method: hold gamma = beta = 0 on the channels chosen for removal.
+
+    Selection is the pruner's (a ``ChannelPruner`` on the training model, its importance
+    function and the prune section's floors and rounding), redone every ``interval`` steps at
+    the scheduled share; a masked channel scores 0, so the masked set only grows. Masks are
+    applied to the model and to its EMA (what is saved and evaluated)."""
+
+    def __init__(self, pruner, criterion: str, target: float, ramp_epochs: float,
+                 min_channels: int, round_to: int, interval: int = 5):
+        self.pruner, self.criterion = pruner, criterion
+        self.target, self.ramp = float(target), float(ramp_epochs)
+        self.min_channels, self.round_to, self.interval = int(min_channels), int(round_to), int(interval)
+        self.masks: Optional[List[np.ndarray]] = None
+        self.share = 0.0
+        self._calls = 0
+
+    def select(self, share: float) -> None:
+        from .selection import Policy, select
+        p = self.pruner
+        p.criterion = self.criterion
+        scores = [p.scores(g) for g in p.groups]
+        if self.masks is not None:     # once removed, always removed (scores may drift by EMA)
+            scores = [np.where(m, s, 0.0) for s, m in zip(scores, self.masks)]
+        layers = [len(g.bns) for g in p.groups]
+        if share <= 0:
+            self.masks = [np.ones(s.size, dtype=bool) for s in scores]
+        else:
+            self.masks, _ = select(scores, layers, Policy(ratio=min(share, 0.999999),
+                                                          min_channels=self.min_channels,
+                                                          round_to=self.round_to))
+        self.share = share
+
+    def step(self, epoch: float, models: List[nn.Layer]) -> float:
+        share = cubic_share(self.target, epoch, self.ramp)
+        if self.masks is None or (self._calls % self.interval == 0 and share > self.share):
+            self.select(share)
+        self._calls += 1
+        self.apply(models)
+        return share
+
+    @paddle.no_grad()
+    def apply(self, models: List[nn.Layer]) -> None:
+        for model in models:
+            layers = dict(unwrap(model).named_sublayers())
+            for g, keep in zip(self.pruner.groups, self.masks):
+                if keep.all():
+                    continue
+                m = paddle.to_tensor(keep.astype("float32"))
+                for b in g.bns:
+                    bn = layers[b]
+                    bn.weight.set_value(bn.weight * m)
+                    bn.bias.set_value(bn.bias * m)
+
+    def removed_share(self) -> float:
+        from .selection import removed_share
+        return removed_share(self.masks, [len(g.bns) for g in self.pruner.groups]) if self.masks else 0.0
+
+
+def flop_weights(pruner) -> Dict[str, float]:
+    """BN name -> the relative FLOP cost of one of its channels (1 = the model's mean)."""
+    return {b: pruner.relative_cost(g) for g in pruner.groups for b in g.bns}
+
+
+class SparsityCallback(Callback):
+    """The ``sparsity:`` section as a trainer callback (any of the three methods)."""
+
+    def __init__(self, trainer):
+        cfg = trainer.cfg
+        self.cfg = _check_cfg(dict(cfg["sparsity"]))
+        self.method = self.cfg["method"]
+        self.l1 = SparsityL1(trainer.core, self.cfg, trainer.epochs)
+        self.gradual: Optional[GradualMask] = None
+        self.prune_cfg = dict(cfg["prune"])
+        self.img_size = int(cfg["img_size"])
+        self._warned = False
+
+    def _pruner(self, trainer):
+        from .pruner import ChannelPruner
+        return ChannelPruner(trainer.core, trace_size=64, cost_size=self.img_size)
+
+    def on_train_start(self, trainer):
+        c = self.cfg
+        if self.method == "gradual":
+            target = c["target_ratio"] if c["target_ratio"] is not None else self.prune_cfg["ratio"]
+            crit = "bn_scale_per_flop" if c["flop_weighted"] else "bn_scale"
+            self.gradual = GradualMask(self._pruner(trainer), crit, target,
+                                       c["ramp"] * trainer.epochs, self.prune_cfg["min_channels"],
+                                       self.prune_cfg["round_to"], c["interval"])
+            if trainer.start_epoch > 0:    # resumed: the masked set is the zeros it left
+                self.gradual.select(cubic_share(target, trainer.start_epoch, self.gradual.ramp))
+        elif c["flop_weighted"]:
+            self.l1.set_weights(flop_weights(self._pruner(trainer)))
+
+    def on_after_backward(self, trainer, epoch_float):
+        self.l1.apply(epoch_float)
+
+    def on_after_step(self, trainer, epoch_float):
+        if self.method == "proximal":
+            self.l1.prox(epoch_float, float(trainer.optimizer.lrs["bn"]))
+        elif self.gradual is not None:
+            models = [trainer.core] + ([trainer.ema.ema] if trainer.ema is not None else [])
+            self.gradual.step(epoch_float, models)
+
+    def on_epoch_end(self, trainer, epoch, record):
+        if self.gradual is not None:
+            record["masked_share"] = self.gradual.removed_share()
+            trainer.logger.scalars({"sparsity/masked_share": record["masked_share"]}, epoch)
+            # best.pdparams only from epochs whose masks are complete: it is what gets pruned
+            record["best_eligible"] = self.gradual.share >= self.gradual.target - 1e-9
+            if (record["best_eligible"] and record["masked_share"] < self.gradual.target - 1e-6
+                    and not self._warned and trainer.rank == 0):
+                self._warned = True
+                print(f"warning: sparsity.method=gradual holds {record['masked_share']:.3f} of the channels "
+                      f"at zero, not the {self.gradual.target:.3f} asked: prune.min_channels="
+                      f"{self.prune_cfg['min_channels']} per layer keeps the rest", file=sys.stderr)
+        else:
+            record["sparsity_rate"] = self.l1.rate(epoch + 1.0)
+
+
+class GammaLogger(Callback):
+    """Every run: the |gamma| histogram and the share under 1e-2 / 1e-3, each epoch (shows
+    what sparsity does, or would do)."""
+
+    def on_epoch_end(self, trainer, epoch, record):
+        if trainer.rank != 0:
+            return
+        st = gamma_stats(trainer.core)
+        g = np.abs(np.asarray(st["gammas"]))
+        trainer.logger.histogram("sparsity/gamma_abs", g, epoch)
+        vals = {"sparsity/share_below_1e-2": float((g < 1e-2).mean()),
+                "sparsity/share_below_1e-3": float((g < 1e-3).mean()),
+                "sparsity/share_zero": float((g == 0).mean()),
+                "sparsity/gamma_l1": float(g.sum())}
+        trainer.logger.scalars(vals, epoch)
+        record.update({"gamma_below_1e-2": vals["sparsity/share_below_1e-2"],
+                       "gamma_below_1e-3": vals["sparsity/share_below_1e-3"],
+                       "gamma_zero": vals["sparsity/share_zero"], "gamma_l1": vals["sparsity/gamma_l1"]})
+
+
+@register_callback("gamma_log")
+def _gamma_logger(trainer) -> Callback:
+    return GammaLogger()
+
+
+@register_callback("sparsity")
+def _sparsity(trainer) -> Optional[Callback]:
+    return SparsityCallback(trainer) if trainer.cfg["sparsity"]["enabled"] else None
 
 
 def gamma_stats(model: nn.Layer, exclude_detect_inputs: bool = False) -> Dict[str, Any]:

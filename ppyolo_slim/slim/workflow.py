@@ -13,7 +13,7 @@ import paddle
 
 from ..model import ModelMeta, model_from_weights, save_weights
 from ..model.flops import gflops
-from .pruner import BNScalePruner, PruneError, prune_model
+from .pruner import ChannelPruner, PruneError, prune_model
 from .report import (build_report, find_visualdl_logdir, format_table, plot_gamma_histogram,
                      plot_layers, write_json, write_visualdl)
 
@@ -55,7 +55,7 @@ def prune_checkpoint(weights: str, output_dir: str, *, ratio: Optional[float] = 
     paths: Dict[str, str] = {}
 
     metrics_before = dict(evaluate(model)) if evaluate else None
-    pruner = BNScalePruner(model, trace_size=trace_size, criterion=criterion)   # the graph analysis
+    pruner = ChannelPruner(model, trace_size=trace_size, criterion=criterion)   # the graph analysis
     if sensitivity_eval is not None:
         from .sensitivity import sensitivity, write_sensitivity
         log("sensitivity analysis: 9 prune ratios per layer, one evaluation each ...")

@@ -1,0 +1,287 @@
+"""Accuracy retention of slimming, against the baselines a sceptical engineer asks for.
+
+From one converged dense checkpoint (default: the shipped weights/ checkpoint on the embedded
+set), each cell makes a slimmed model and scores it with pycocotools:
+
+* ``dense``:   the unpruned model trained the same total epochs (sparse + fine-tune) at the
+               fine-tune recipe: the reference every retention figure divides by;
+* sparse methods (``gradual``, ``proximal``, ``subgradient``, with or without FLOP weighting)
+               for ``--sparse-epochs``, pruned at each cut (2x/4x/8x fewer channels), scored
+               right after the cut, fine-tuned ``--finetune-epochs`` with or without the dense
+               model as distillation teacher, scored again;
+* ``oneshot``: the dense model pruned directly (no sparse stage), fine-tuned the same total epochs;
+* ``scratch``: the pruned architecture of the gradual cell, re-initialised and trained from
+               scratch for the same total epochs (Liu et al., ICLR 2019).
+
+Seeds (``--seeds``) repeat every cell; the table gives mean and spread. Cells run
+``--jobs`` at a time, one math thread each; finished cells are kept and skipped on a rerun.
+
+    python benchmarks/retention.py                         # the default grid, 2 seeds
+    python benchmarks/retention.py --cells gradual_8x gradual_8x_nodistill dense --seeds 0
+    python benchmarks/retention.py --quick                  # CI smoke: tiny data, 1 epoch
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CUTS = {"2x": 0.5, "4x": 0.75, "8x": 0.875}
+
+
+def grid() -> Dict[str, Dict[str, Any]]:
+    """name -> cell settings. The default grid: every variant at 8x, the best one at 2x and 4x."""
+    cells: Dict[str, Dict[str, Any]] = {"dense": {"kind": "dense"}}
+    for cut in CUTS:
+        cells[f"gradual_{cut}"] = {"kind": "sparse", "method": "gradual", "cut": cut}
+        cells[f"scratch_{cut}"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}"}
+    cells["gradual_8x_flops"] = {"kind": "sparse", "method": "gradual", "cut": "8x", "flop_weighted": True}
+    cells["gradual_8x_nodistill"] = {"kind": "sparse", "method": "gradual", "cut": "8x", "distill": False}
+    cells["proximal_8x"] = {"kind": "sparse", "method": "proximal", "cut": "8x"}
+    cells["subgradient_8x"] = {"kind": "sparse", "method": "subgradient", "cut": "8x"}
+    cells["oneshot_8x"] = {"kind": "oneshot", "cut": "8x"}
+    return cells
+
+
+def _evaluate(weights: str, cfg) -> Dict[str, float]:
+    from ppyolo_slim import load_model
+    from ppyolo_slim.slim.workflow import val_evaluator
+    m = val_evaluator(cfg)(load_model(weights))
+    return {"map50_95": float(m["map50_95"]), "map50": float(m["map50"])}
+
+
+def _size(weights: str) -> Dict[str, Any]:
+    from ppyolo_slim import load_model
+    from ppyolo_slim.model.flops import gflops
+    from ppyolo_slim.model.yolo import count_parameters
+    m = load_model(weights)
+    return {"params": count_parameters(m), "gflops_640": gflops(m, 640)}
+
+
+def _train(config: str, overrides: List[str], out: str) -> Dict[str, Any]:
+    from ppyolo_slim.config import load_config
+    from ppyolo_slim.engine.trainer import train
+    cfg = load_config(config, overrides + [f"output_dir={out}", "log.visualdl=false"])
+    s = train(cfg, progress=False)
+    best = s["best"] if os.path.isfile(s["best"]) else s["last"]
+    return {"weights": best, "train_s": s["train_s"], "best_map50_95": s["best_fitness"]}
+
+
+def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> Dict[str, Any]:
+    """One cell, one seed, in its own folder; returns its row."""
+    import ppyolo_slim  # noqa: F401  (import order: before paddle)
+    from ppyolo_slim.config import load_config
+    from ppyolo_slim.slim.workflow import prune_checkpoint, val_evaluator
+    out = os.path.join(a["work"], f"{name}_s{seed}")
+    done = os.path.join(out, "row.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    t0 = time.time()
+    common = list(a["overrides"]) + [f"seed={seed}", "threads=1"]
+    total = a["sparse_epochs"] + a["finetune_epochs"]
+    ft_cfg = os.path.join(ROOT, "configs", "finetune.yml")
+    row: Dict[str, Any] = {"cell": name, "seed": seed, **cell}
+    eval_cfg = load_config(ft_cfg, common)
+    kind = cell["kind"]
+    if kind == "dense":
+        r = _train(ft_cfg, common + [f"weights={a['dense']}", f"epochs={total}", "distill.enabled=false"],
+                   os.path.join(out, "train"))
+        row.update(final=_evaluate(r["weights"], eval_cfg), weights=r["weights"], **_size(r["weights"]))
+    elif kind == "scratch":
+        like = os.path.join(a["work"], f"{cell['like']}_s{seed}", "prune", "pruned.pdparams")
+        if not os.path.isfile(like):
+            raise RuntimeError(f"{name}: needs {cell['like']} (seed {seed}) to have run first for its architecture")
+        init = os.path.join(out, "init.pdparams")
+        _reinitialise(like, init, seed)
+        r = _train(os.path.join(ROOT, "configs", "base.yml"), common + [f"weights={init}", f"epochs={total}"],
+                   os.path.join(out, "train"))
+        row.update(final=_evaluate(r["weights"], eval_cfg), weights=r["weights"], **_size(r["weights"]))
+    else:
+        ratio = CUTS[cell["cut"]]
+        src = a["dense"]
+        ft_epochs = a["finetune_epochs"]
+        if kind == "sparse":
+            ov = common + [f"weights={a['dense']}", f"epochs={a['sparse_epochs']}",
+                           f"sparsity.method={cell['method']}", f"prune.ratio={ratio}",
+                           f"sparsity.flop_weighted={str(cell.get('flop_weighted', False)).lower()}"]
+            if cell["method"] != "gradual":
+                ov.append(f"sparsity.rate={a['rates'][cell['method']]}")
+            r = _train(os.path.join(ROOT, "configs", "sparse.yml"), ov, os.path.join(out, "sparse"))
+            src = r["weights"]
+            row["sparse"] = _evaluate(src, eval_cfg)
+            row["sparse_train_s"] = r["train_s"]
+        else:   # oneshot: the dense model cut directly, fine-tuned for the whole budget
+            ft_epochs = total
+        rep = prune_checkpoint(src, os.path.join(out, "prune"), ratio=ratio, img_size=int(eval_cfg["img_size"]),
+                               evaluate=val_evaluator(eval_cfg), visualdl=False, plots=False, log=lambda *_: None)
+        row["after_cut"] = {k: float(rep["metrics"]["after_prune"][k]) for k in ("map50_95", "map50")}
+        pruned = rep["paths"]["weights"]
+        distill = cell.get("distill", True)
+        ov = common + [f"weights={pruned}", f"epochs={ft_epochs}",
+                       f"distill.enabled={str(distill).lower()}", f"distill.teacher={a['dense']}"]
+        r = _train(ft_cfg, ov, os.path.join(out, "finetune"))
+        row.update(final=_evaluate(r["weights"], eval_cfg), weights=r["weights"], **_size(r["weights"]))
+    row["seconds"] = round(time.time() - t0, 1)
+    with open(done, "w") as f:
+        json.dump(row, f, indent=1)
+    return row
+
+
+def _reinitialise(pruned: str, dst: str, seed: int) -> None:
+    """The architecture of ``pruned`` (its shapes) with fresh random weights and YOLOv5's
+    Detect priors, as a from-scratch run starts."""
+    import paddle
+    from ppyolo_slim.model import netspec_from_meta, read_weights, save_weights
+    from ppyolo_slim.model.yolo import YOLOv5
+    state, meta = read_weights(pruned)
+    paddle.seed(seed)
+    model = YOLOv5(netspec_from_meta(meta), {k: v.shape for k, v in state.items()})
+    meta.made_by = {"stage": "scratch", "tool": "benchmarks/retention.py", "architecture_of": pruned}
+    save_weights(dst, model.state_dict(), meta)
+
+
+def _quick_setup(work: str, opt: List[str]):
+    import ppyolo_slim  # noqa: F401
+    from ppyolo_slim.data.shapes import generate_shapes
+    shutil.rmtree(work, ignore_errors=True)
+    data = generate_shapes(os.path.join(work, "shapes"), n_train=16, n_val=8, img_size=64, verbose=False)
+    opt = [f"data={data}", "img_size=64", "batch_size=8", "eval.batch_size=8", "workers=0",
+           "schedule.warmup_epochs=0"] + list(opt)
+    r = _train(os.path.join(ROOT, "configs", "base.yml"), opt + ["epochs=1", "threads=1"], os.path.join(work, "dense0"))
+    return r["weights"], opt
+
+
+def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    import numpy as np
+    by: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["cell"], []).append(r)
+    dense = {r["seed"]: r["final"]["map50_95"] for r in by.get("dense", [])}
+    out = {}
+    for name, rs in by.items():
+        fin = [r["final"]["map50_95"] for r in rs]
+        ent = {"seeds": [r["seed"] for r in rs], "map50_95": float(np.mean(fin)),
+               "map50_95_spread": float(np.ptp(fin)) if len(fin) > 1 else None,
+               "map50": float(np.mean([r["final"]["map50"] for r in rs])),
+               "params": rs[0]["params"], "gflops_640": rs[0]["gflops_640"]}
+        if "after_cut" in rs[0]:
+            ent["after_cut_map50_95"] = float(np.mean([r["after_cut"]["map50_95"] for r in rs]))
+        if "sparse" in rs[0]:
+            ent["sparse_map50_95"] = float(np.mean([r["sparse"]["map50_95"] for r in rs]))
+        kept = [r["final"]["map50_95"] / dense[r["seed"]] for r in rs if dense.get(r["seed"])]
+        if kept:
+            ent["retention"] = float(np.mean(kept))
+        cut = [r["after_cut"]["map50_95"] / dense[r["seed"]] for r in rs if "after_cut" in r and dense.get(r["seed"])]
+        if cut:
+            ent["retention_after_cut"] = float(np.mean(cut))
+        out[name] = ent
+    return out
+
+
+def table(summary: Dict[str, Any]) -> str:
+    rows = []
+    for name, e in summary.items():
+        sp = e.get("map50_95_spread")
+        rows.append([name, f"{e['params']:,}", f"{e['gflops_640']:.2f}",
+                     f"{e['sparse_map50_95']:.3f}" if "sparse_map50_95" in e else "-",
+                     f"{e['after_cut_map50_95']:.3f}" if "after_cut_map50_95" in e else "-",
+                     f"{e['map50_95']:.3f}" + (f" ± {sp / 2:.3f}" if sp is not None else ""),
+                     f"{e['map50']:.3f}",
+                     f"{e['retention']:.0%}" if "retention" in e else "-",
+                     f"{e['retention_after_cut']:.0%}" if "retention_after_cut" in e else "-"])
+    return C.fmt_table(["cell", "params", "GFLOPs@640", "sparse mAP", "after cut", "final mAP@.5:.95",
+                        "mAP@.5", "kept", "kept at cut"], rows)
+
+
+def plot(summary: Dict[str, Any], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for name, e in summary.items():
+        fam = name.split("_")[0]
+        ax.errorbar(e["gflops_640"], e["map50_95"], yerr=(e.get("map50_95_spread") or 0) / 2, fmt="o",
+                    capsize=3, label=name, color={"dense": "k", "gradual": "C0", "scratch": "C3",
+                                                  "proximal": "C1", "subgradient": "C2", "oneshot": "C4"}.get(fam))
+    ax.set_xscale("log")
+    ax.set_xlabel("GFLOPs at 640 px (log)")
+    ax.set_ylabel("mAP@0.5:0.95 (val)")
+    ax.set_title("Slimmed YOLOv5n: accuracy against cost, every variant")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dense", default=os.path.join(ROOT, "weights", "yolov5n_shapes_160.pdparams"),
+                    help="the converged dense checkpoint every cell starts from")
+    ap.add_argument("--cells", nargs="+", help=f"cells to run (default all): {', '.join(grid())}")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--sparse-epochs", type=int, default=15)
+    ap.add_argument("--finetune-epochs", type=int, default=15)
+    ap.add_argument("--proximal-rate", type=float, default=1.0)
+    ap.add_argument("--subgradient-rate", type=float, default=1e-3)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--work", default=os.path.join(ROOT, "output", "bench_retention"))
+    ap.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--quick", action="store_true", help="CI smoke: tiny data, 1 epoch each, 1 seed")
+    args = ap.parse_args(argv)
+    if args.quick:     # tiny data and a tiny dense model made here, 1 epoch per stage
+        args.work = os.path.join(C.WORK, "quick", "retention")
+        args.dense, args.opt = _quick_setup(args.work, args.opt)
+        args.sparse_epochs = args.finetune_epochs = 1
+        args.seeds = [0]
+        args.cells = args.cells or ["dense", "gradual_8x", "scratch_8x", "oneshot_8x"]
+    cells = grid()
+    names = args.cells or list(cells)
+    unknown = [n for n in names if n not in cells]
+    if unknown:
+        ap.error(f"unknown cells {unknown}; known: {', '.join(cells)}")
+    a = {"dense": os.path.abspath(args.dense), "work": os.path.abspath(args.work),
+         "sparse_epochs": args.sparse_epochs, "finetune_epochs": args.finetune_epochs,
+         "rates": {"proximal": args.proximal_rate, "subgradient": args.subgradient_rate},
+         "overrides": list(args.opt)}
+    if not os.path.isfile(a["dense"]):
+        ap.error(f"{a['dense']}: no such dense checkpoint")
+    os.makedirs(a["work"], exist_ok=True)
+    # scratch cells need their gradual twin's architecture: run them last
+    order = sorted(((n, s) for n in names for s in args.seeds), key=lambda t: cells[t[0]]["kind"] == "scratch")
+    first = [t for t in order if cells[t[0]]["kind"] != "scratch"]
+    last = [t for t in order if cells[t[0]]["kind"] == "scratch"]
+    rows: List[Dict[str, Any]] = []
+    t0 = time.time()
+    for batch in (first, last):
+        with ProcessPoolExecutor(max_workers=args.jobs) as ex:
+            futs = {ex.submit(run_cell, n, cells[n], s, a): (n, s) for n, s in batch}
+            for f, (n, s) in futs.items():
+                row = f.result()
+                rows.append(row)
+                print(f"{n} seed {s}: final mAP@0.5:0.95 {row['final']['map50_95']:.4f} ({row['seconds']:.0f} s)",
+                      flush=True)
+    summary = summarise(rows)
+    print(table(summary))
+    res = C.header("retention", args.quick)
+    res.update({"settings": {k: v for k, v in a.items() if k != "work"}, "cells": summary, "rows": rows,
+                "wall_s": round(time.time() - t0, 1)})
+    path = C.write_result("retention", args.quick, res)
+    plot(summary, os.path.join(os.path.dirname(path), "retention.png" if not args.quick else "retention_quick.png"))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
