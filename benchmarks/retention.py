@@ -5,7 +5,8 @@ set), each cell makes a slimmed model and scores it with pycocotools:
 
 * ``dense``:   the unpruned model trained the same total epochs (sparse + fine-tune) at the
                fine-tune recipe: the reference every retention figure divides by;
-* sparse methods (``gradual``, ``proximal``, ``subgradient``, with or without FLOP weighting)
+* sparse methods (``gradual``, ``progressive`` (gradual in steps 2x -> 4x -> 8x), ``proximal``,
+               ``subgradient``, with or without FLOP weighting)
                for ``--sparse-epochs``, pruned at each cut (2x/4x/8x fewer channels), scored
                right after the cut, fine-tuned ``--finetune-epochs`` with or without the dense
                model as distillation teacher, scored again;
@@ -46,6 +47,7 @@ def grid() -> Dict[str, Dict[str, Any]]:
         cells[f"scratch_{cut}"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}"}
     cells["gradual_8x_flops"] = {"kind": "sparse", "method": "gradual", "cut": "8x", "flop_weighted": True}
     cells["gradual_8x_nodistill"] = {"kind": "sparse", "method": "gradual", "cut": "8x", "distill": False}
+    cells["progressive_8x"] = {"kind": "sparse", "method": "gradual", "cut": "8x", "steps": [0.5, 0.75, 0.875]}
     cells["proximal_8x"] = {"kind": "sparse", "method": "proximal", "cut": "8x"}
     cells["subgradient_8x"] = {"kind": "sparse", "method": "subgradient", "cut": "8x"}
     cells["oneshot_8x"] = {"kind": "oneshot", "cut": "8x"}
@@ -118,6 +120,8 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
                            f"sparsity.flop_weighted={str(cell.get('flop_weighted', False)).lower()}"]
             if cell["method"] != "gradual":
                 ov.append(f"sparsity.rate={a['rates'][cell['method']]}")
+            if cell.get("steps"):
+                ov.append("sparsity.steps=[" + ",".join(str(x) for x in cell["steps"]) + "]")
             r = _train(os.path.join(ROOT, "configs", "sparse.yml"), ov, os.path.join(out, "sparse"))
             src = r["weights"]
             row["sparse"] = _evaluate(src, eval_cfg)

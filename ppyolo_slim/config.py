@@ -95,6 +95,7 @@ DEFAULTS: Dict[str, Any] = {
         "target_ratio": None,      # gradual: share of channels held at zero at the end (None: prune.ratio)
         "ramp": 0.6,               # gradual: share of the epochs over which that share grows (cubic)
         "interval": 5,             # gradual: optimizer steps between re-selections
+        "steps": None,             # gradual, progressive: shares held in turn, e.g. [0.5, 0.75, 0.875]
     },
     "distill": {
         "enabled": False,
@@ -121,7 +122,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     "pipeline": {
         "scale": 1.0,              # multiplies epochs of every stage, for real runs
-        "finetune_epochs": 10,
+        "finetune_epochs": 15,
         "dense_epochs": None,      # None: 0 if the initial weights know the data's classes, else 30
     },
 }
@@ -131,6 +132,7 @@ OPTIONAL: Dict[str, type] = {
     "model.depth_multiple": float, "model.width_multiple": float, "model.anchors": list,
     "weights": str, "prune.threshold": float, "sparsity.bottleneck_rate": float,
     "sparsity.target_ratio": float, "distill.teacher": str, "pipeline.dense_epochs": int,
+    "sparsity.steps": list,
 }
 
 # What a value must be beyond its type: (test, what it must be). Checked where the value is
@@ -180,6 +182,7 @@ RANGES: Dict[str, tuple] = {
     "sparsity.final_rate": _AT_LEAST_0, "sparsity.bottleneck_rate": _AT_LEAST_0,
     "sparsity.method": _one_of("subgradient", "proximal", "gradual"), "sparsity.target_ratio": _BELOW_1,
     "sparsity.ramp": _SHARE, "sparsity.interval": _AT_LEAST_1,
+    "sparsity.steps": (lambda v: len(v) > 0 and all(0 <= x < 1 for x in v), "shares in [0, 1)"),
     "distill.weight": _AT_LEAST_0,
     "log.interval": _AT_LEAST_1, "log.images": _AT_LEAST_0,
     "prune.ratio": _BELOW_1, "prune.threshold": _AT_LEAST_0, "prune.min_channels": _AT_LEAST_1,
@@ -356,9 +359,23 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Co
     if path:
         path = resolve_config_path(path)
         cfg = _merge(cfg, _load_file(path))
-    c = Config(_apply_overrides(cfg, overrides))
+    c = Config(_resolve_shipped(_apply_overrides(cfg, overrides)))
     c["_source"] = os.path.abspath(path) if path else None
     return c
+
+
+def _resolve_shipped(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """``weights`` and ``distill.teacher`` that name a file shipped in the repo (``weights/...``)
+    resolve from the repo root when run from another folder, as config paths do."""
+    def fix(p):
+        if isinstance(p, str) and not os.path.isabs(p) and not os.path.exists(p) \
+                and os.path.isfile(os.path.join(REPO_ROOT, p)):
+            return os.path.join(REPO_ROOT, p)
+        return p
+    cfg["weights"] = fix(cfg.get("weights"))
+    if isinstance(cfg.get("distill"), dict):
+        cfg["distill"]["teacher"] = fix(cfg["distill"].get("teacher"))
+    return cfg
 
 
 def _apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
@@ -381,6 +398,6 @@ def config_from_dict(d: Dict[str, Any], source: str, overrides: Iterable[str] = 
     """A config saved with a run (a plain dict), checked like a file, then ``-o`` overrides."""
     d = _without_retired({k: v for k, v in d.items() if not k.startswith("_")})
     _check(d, DEFAULTS, source)
-    c = Config(_apply_overrides(_merge(copy.deepcopy(DEFAULTS), d), overrides))
+    c = Config(_resolve_shipped(_apply_overrides(_merge(copy.deepcopy(DEFAULTS), d), overrides)))
     c["_source"] = source
     return c

@@ -15,7 +15,11 @@ def test_tiny_pipeline_end_to_end_and_rerun_skips(tiny_data, tmp_path):
     assert list(state["done"]) == list(STAGES)
     summary = json.loads((out / "summary.json").read_text())
     rows = summary["models"]
-    assert list(rows) == ["sparse", "pruned", "finetuned"]
+    assert list(rows) == ["dense", "sparse", "pruned", "finetuned"]
+    # the shipped checkpoint knows these classes: it is the dense model, and the fine-tune's teacher
+    assert state["done"]["dense"]["trained"] is False
+    assert rows["finetuned"]["map_retention_vs_dense"] == pytest.approx(
+        rows["finetuned"]["map50_95"] / max(rows["dense"]["map50_95"], 1e-12))
     assert rows["pruned"]["params"] == rows["finetuned"]["params"] < rows["sparse"]["params"] / 2
     assert rows["pruned"]["flops_ratio_vs_sparse"] > 2
     for r in rows.values():

@@ -233,11 +233,11 @@ def test_kill_pipeline_between_and_inside_stages_then_rerun(tiny_data, tmp_path)
     def done():
         return set(json.loads((out / "pipeline_state.json").read_text())["done"])
 
-    # 1. between stages: sparse recorded as done, prune not started
+    # 1. between stages: dense and sparse recorded as done, prune not started
     c = Child("pipeline", pipeline_args(tiny_data, out), log)
     assert c.wait_for(lambda s: s == "[pipeline] prune ...")
     c.kill()
-    assert done() == {"sparse"}
+    assert done() == {"dense", "sparse"}
     assert_every_file_whole(out)
 
     # 2. inside a training stage, while its last.pdparams is half-written (the one epoch done
@@ -246,7 +246,7 @@ def test_kill_pipeline_between_and_inside_stages_then_rerun(tiny_data, tmp_path)
     assert c.wait_for(lambda s: s.startswith("@@ write .last.pdparams.") and
                       any(x == "[pipeline] finetune ..." for x in c.lines))
     c.kill()
-    assert done() == {"sparse", "prune"}
+    assert done() == {"dense", "sparse", "prune"}
     assert_every_file_whole(out)
     assert temp_files(out / "finetune") and (out / "finetune" / "best.pdparams").is_file()
 
@@ -255,13 +255,13 @@ def test_kill_pipeline_between_and_inside_stages_then_rerun(tiny_data, tmp_path)
     assert c.wait_for(lambda s: s.startswith("exporting ") and "/prune/pruned.pdparams" in s)
     assert any("finetune: resuming from" in s for s in c.lines)
     c.kill()
-    assert done() == {"sparse", "prune", "finetune"}
+    assert done() == {"dense", "sparse", "prune", "finetune"}
     assert_every_file_whole(out)
 
     # the rerun finishes: every stage done, the summary written, every file whole
     c = Child("pipeline", pipeline_args(tiny_data, out), log)
     assert c.finish() == 0, log.read_text()[-3000:]
-    assert done() == {"sparse", "prune", "finetune", "export", "deploy", "summary"}
+    assert done() == {"dense", "sparse", "prune", "finetune", "export", "deploy", "summary"}
     files = assert_every_file_whole(out)
     left = [os.path.join(r, n) for r, ds, fs in os.walk(out) for n in fs + ds
             if n.endswith(".tmp") or ".export-" in n]

@@ -73,7 +73,8 @@ class OutputDistill(Callback):
         teacher, meta = model_from_weights(d["teacher"])
         if int(meta.nc) != trainer.nc:
             raise ValueError(f"distill.teacher {d['teacher']}: a {meta.nc}-class model, but the data "
-                             f"has {trainer.nc} classes")
+                             f"has {trainer.nc} classes; give the unpruned model trained on this data "
+                             f"(-o distill.teacher=PATH) or -o distill.enabled=false")
         return cls(teacher, d["weight"], trainer.cfg["loss"]["balance"])
 
     def teacher_maps(self, imgs) -> List[paddle.Tensor]:

@@ -201,6 +201,15 @@ class SparsityL1:
         return self.rate(epoch)
 
 
+def stepped_share(steps: List[float], epoch: float, ramp_epochs: float) -> float:
+    """Progressive pruning: ``steps`` (e.g. 2x -> 4x -> 8x: [0.5, 0.75, 0.875]) reached at equal
+    intervals of the ramp, each held while the network recovers before the next."""
+    if ramp_epochs <= 0:
+        return steps[-1]
+    k = int(min(max(epoch / ramp_epochs, 0.0), 1.0) * len(steps))
+    return steps[min(k, len(steps) - 1)]
+
+
 def cubic_share(target: float, epoch: float, ramp_epochs: float) -> float:
     """Zhu & Gupta's gradual schedule: 0 at the start, ``target`` from ``ramp_epochs`` on, fast
     early (when the network has most redundancy) and slow late."""
@@ -219,9 +228,13 @@ class GradualMask:
     applied to the model and to its EMA (what is saved and evaluated)."""
 
     def __init__(self, pruner, criterion: str, target: float, ramp_epochs: float,
-                 min_channels: int, round_to: int, interval: int = 5):
+                 min_channels: int, round_to: int, interval: int = 5, steps: Optional[List[float]] = None):
         self.pruner, self.criterion = pruner, criterion
         self.target, self.ramp = float(target), float(ramp_epochs)
+        self.steps = [float(x) for x in steps] if steps else None
+        if self.steps and (sorted(self.steps) != self.steps or abs(self.steps[-1] - self.target) > 1e-9):
+            raise ValueError(f"sparsity.steps {self.steps}: expected rising shares ending at the target "
+                             f"{self.target}")
         self.min_channels, self.round_to, self.interval = int(min_channels), int(round_to), int(interval)
         self.masks: Optional[List[np.ndarray]] = None
         self.share = 0.0
@@ -243,8 +256,13 @@ class GradualMask:
                                                           round_to=self.round_to))
         self.share = share
 
+    def share_at(self, epoch: float) -> float:
+        if self.steps:
+            return stepped_share(self.steps, epoch, self.ramp)
+        return cubic_share(self.target, epoch, self.ramp)
+
     def step(self, epoch: float, models: List[nn.Layer]) -> float:
-        share = cubic_share(self.target, epoch, self.ramp)
+        share = self.share_at(epoch)
         if self.masks is None or (self._calls % self.interval == 0 and share > self.share):
             self.select(share)
         self._calls += 1
@@ -298,9 +316,9 @@ class SparsityCallback(Callback):
             crit = "bn_scale_per_flop" if c["flop_weighted"] else "bn_scale"
             self.gradual = GradualMask(self._pruner(trainer), crit, target,
                                        c["ramp"] * trainer.epochs, self.prune_cfg["min_channels"],
-                                       self.prune_cfg["round_to"], c["interval"])
+                                       self.prune_cfg["round_to"], c["interval"], c["steps"])
             if trainer.start_epoch > 0:    # resumed: the masked set is the zeros it left
-                self.gradual.select(cubic_share(target, trainer.start_epoch, self.gradual.ramp))
+                self.gradual.select(self.gradual.share_at(trainer.start_epoch))
         elif c["flop_weighted"]:
             self.l1.set_weights(flop_weights(self._pruner(trainer)))
 
