@@ -96,7 +96,7 @@ def run_check(a) -> int:
     if rep.nms:
         print(f"  EfficientNMS_TRT (emulated): num_detections {rep.nms['num_detections']}")
     if a.json:
-        from ppyolo_slim.jsonio import write_json
+        from ppyolo_slim.utils.io import write_json
         write_json(a.json, rep.to_dict())
     print("PASS" if rep.passed else "FAIL: the TensorRT graph does not reproduce the Paddle model")
     return 0 if rep.passed else EXIT_CHECK_FAILED

@@ -35,7 +35,7 @@ import paddle.nn as nn
 
 from . import workers  # noqa: F401  registers the silu and concat workers
 from ._compat import import_paddleslim
-from .sparsity import unwrap
+from ..utils.layers import state_names, unwrap
 
 import_paddleslim()
 from paddleslim.dygraph.prune.filter_pruner import FilterPruner  # noqa: E402
@@ -92,14 +92,6 @@ class ChannelGroup:
         return name + (f" (+{len(self.convs) - 1} tied)" if self.tied else "")
 
 
-def _state_names(model: nn.Layer) -> Dict[str, str]:
-    """paddle tensor name -> state-dict name, for parameters and buffers."""
-    out = {}
-    for k, v in model.state_dict().items():
-        out.setdefault(v.name, k)
-    return out
-
-
 def _is_identity(transforms) -> bool:
     return not transforms or all(not t for t in transforms)
 
@@ -137,7 +129,7 @@ class BNScalePruner(FilterPruner):
         self.min_channels = min_channels
         self.round_to = 1
         self.threshold: Optional[float] = None
-        self._names = _state_names(self.net)
+        self._names = state_names(self.net)
         self._layers = dict(self.net.named_sublayers())
         self.groups: List[ChannelGroup] = [self._group(c) for c in self.collections]
         self._by_master = {g.master: g for g in self.groups}
@@ -424,7 +416,7 @@ def prune_model(model: nn.Layer, meta, *, ratio: Optional[float] = 0.875,
                                 ratio, min_channels, round_to, reached)
         pruner.set_threshold(threshold, min_channels, round_to)
     plan = pruner.make_plan()
-    comp = fold_removed_channels(net, plan, pruner, enabled=compensate, img_size=trace_size)
+    comp = fold_removed_channels(net, plan, enabled=compensate, img_size=trace_size)
     with quiet_paddleslim():
         plan.apply(net, lazy=False)
     state = _numpy_state(net, keys)

@@ -14,8 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..jsonio import write_json as _write_json
-from ..model.weights import atomic_write_bytes
+from ..utils.io import atomic_write_bytes, write_json as _write_json
 
 _STATS = ("_mean", "_variance")
 
