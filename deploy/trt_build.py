@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ppyolo_slim  # noqa: E402,F401  (native import order before paddle, STACK.md trap 2)
+import ppyolo_slim  # noqa: E402,F401  (native import order: before paddle)
 
 EXIT_CHECK_FAILED, EXIT_UNAVAILABLE = 1, 2
 

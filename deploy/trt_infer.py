@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ppyolo_slim  # noqa: E402,F401  (native import order before paddle, STACK.md trap 2)
+import ppyolo_slim  # noqa: E402,F401  (native import order: before paddle)
 
 import numpy as np  # noqa: E402
 

@@ -68,7 +68,7 @@ def test_missing_worker_fails_loudly(monkeypatch, op, missing):
 
 
 def test_pruned_yolov5n_holds_together(v5n):
-    """STACK.md saw C3.cv3 keep 24 inputs while its concat gave 16; check every join."""
+    """PaddleSlim alone left C3.cv3 with 24 inputs while its concat gave 16; check every join."""
     model, p = v5n
     rng = np.random.RandomState(0)
     orig = {k: v.numpy().copy() for k, v in model.state_dict().items()}
