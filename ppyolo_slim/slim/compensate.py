@@ -48,7 +48,7 @@ def _removed(plan, names: Dict[str, str], dims: int) -> Dict[str, np.ndarray]:
     return out
 
 
-def fold_removed_channels(net: nn.Layer, plan, enabled: bool = True, img_size: int = 64) -> Dict[str, Any]:
+def fold_removed_channels(net: nn.Layer, plan, *, enabled: bool = True, img_size: int = 64) -> Dict[str, Any]:
     """Fold removed channels' constants into consumers of ``net`` (before ``plan`` is
     applied). Returns a summary {consumer: {...}} for the report."""
     names = state_names(net)
