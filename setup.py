@@ -1,4 +1,4 @@
-"""ppyolo-slim. Dependency set from shared/STACK.md (checked together on Python 3.11, CPU).
+"""ppyolo-slim. Why each pin: docs/dependencies.md (checked together on Python 3.11, CPU).
 
 GPU machines: ``PPYOLO_SLIM_GPU=1 pip install -e .`` requires paddlepaddle-gpu in place of the
 CPU wheel (both in one environment break each other, so there is no "gpu" extra: an extra can
@@ -12,13 +12,13 @@ GPU = os.environ.get("PPYOLO_SLIM_GPU", "") not in ("", "0")
 PADDLE = "paddlepaddle-gpu==2.6.2" if GPU else "paddlepaddle==2.6.2"
 
 install_requires = [
-    PADDLE,                     # 2.6.2: the last Paddle PaddleSlim 2.6 supports (3.x breaks it, trap 1)
+    PADDLE,                     # the last Paddle PaddleSlim 2.6 supports (docs/dependencies.md)
     "paddleslim==2.6.0",        # newest release; pins opencv-python==4.6.0.66 itself
     "paddle2onnx==1.3.1",       # exports what Paddle 2.6 jit.save writes; 2.x targets Paddle 3 PIR
     "numpy>=1.21,<2",           # Paddle 2.6 and opencv 4.6 are built against numpy 1.x
     "onnx>=1.14",
     "onnxruntime>=1.16",
-    "visualdl==2.5.3",          # PR curves broken on numpy>=1.24 (trap 6): we draw our own
+    "visualdl==2.5.3",          # its PR curves fail on numpy>=1.24: never called
     "pycocotools>=2.0.6",
     "opencv-python>=4.6",
     "pyyaml>=5.4",

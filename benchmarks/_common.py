@@ -109,7 +109,7 @@ def result_path(name: str, quick: bool) -> str:
 
 
 def _json_default(o):
-    from ppyolo_slim.jsonio import json_default
+    from ppyolo_slim.utils.io import json_default
     try:
         return json_default(o)
     except TypeError:      # results may carry paths and other objects: keep them as text
@@ -117,7 +117,7 @@ def _json_default(o):
 
 
 def write_result(name: str, quick: bool, result: Mapping[str, Any]) -> str:
-    from ppyolo_slim.jsonio import write_json
+    from ppyolo_slim.utils.io import write_json
     path = result_path(name, quick)
     write_json(path, result, default=_json_default)
     print(f"wrote {os.path.relpath(path, REPO)}", flush=True)

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         print(result["error"], file=sys.stderr)
         return 2
 
-    from ppyolo_slim.engine.trainer import set_cpu_threads
+    from ppyolo_slim.utils.runtime import set_cpu_threads
     set_cpu_threads(a.threads)        # dygraph math threads, as the trainer sets them
     peer = Peer(python, os.path.join(work, "peer_worker.log"), a.threads)
     try:

@@ -138,7 +138,7 @@ def plot(rows, img_size: int, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ppyolo_slim.model.weights import atomic_write_bytes
+    from ppyolo_slim.utils.io import atomic_write_bytes
     import io
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     key = f"gflops_{img_size}"
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                 continue
         shutil.rmtree(cell_dir, ignore_errors=True)
         row = run_cell(s, weights[s], c, r, a, overrides, cell_dir, evaluator)
-        from ppyolo_slim.jsonio import write_json
+        from ppyolo_slim.utils.io import write_json
         write_json(done, row)
         rows.append(row)
         print(f"{key}: {row['params']:,} params, {row['gflops_%d' % a.img_size]:.3f} GFLOPs; mAP@.5:.95 "

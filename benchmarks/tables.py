@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         return 1
     head, rest = readme.split(START, 1)
     tail = rest.split(END, 1)[1]
-    from ppyolo_slim.model.weights import atomic_write_bytes
+    from ppyolo_slim.utils.io import atomic_write_bytes
     atomic_write_bytes(path, (head + START + "\n" + text + "\n" + END + tail).encode())
     print(f"updated {os.path.relpath(path, C.REPO)}")
     return 0

@@ -93,7 +93,7 @@ class CalibratorLogic:
 
     def write_calibration_cache(self, cache) -> None:
         if self.cache_file:
-            from ppyolo_slim.model.weights import atomic_write_bytes
+            from ppyolo_slim.utils.io import atomic_write_bytes
             atomic_write_bytes(self.cache_file, bytes(cache))
 
 

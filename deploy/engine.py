@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from ppyolo_slim.jsonio import write_json
-from ppyolo_slim.model.weights import atomic_write_bytes
+from ppyolo_slim.utils.io import atomic_write_bytes, write_json
 
 from .builder import BuildOptions, NMSOptions, build_network, load_checkpoint
 from .trt_compat import precision_plan, require_tensorrt_and_gpu, trt_major

@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ppyolo_slim  # noqa: E402,F401  (native import order before paddle, STACK.md trap 2)
+import ppyolo_slim  # noqa: E402,F401  (native import order: before paddle)
 
 EXIT_CHECK_FAILED, EXIT_UNAVAILABLE = 1, 2
 
@@ -96,7 +96,7 @@ def run_check(a) -> int:
     if rep.nms:
         print(f"  EfficientNMS_TRT (emulated): num_detections {rep.nms['num_detections']}")
     if a.json:
-        from ppyolo_slim.jsonio import write_json
+        from ppyolo_slim.utils.io import write_json
         write_json(a.json, rep.to_dict())
     print("PASS" if rep.passed else "FAIL: the TensorRT graph does not reproduce the Paddle model")
     return 0 if rep.passed else EXIT_CHECK_FAILED

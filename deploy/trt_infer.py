@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ppyolo_slim  # noqa: E402,F401  (native import order before paddle, STACK.md trap 2)
+import ppyolo_slim  # noqa: E402,F401  (native import order: before paddle)
 
 import numpy as np  # noqa: E402
 
@@ -77,8 +77,7 @@ def run_images(engine, a) -> int:
     import cv2
     from ppyolo_slim.engine.draw import draw_detections
     from ppyolo_slim.engine.predict import detections_to_json, list_images, read_image_rgb
-    from ppyolo_slim.jsonio import write_json
-    from ppyolo_slim.model.weights import atomic_write_bytes
+    from ppyolo_slim.utils.io import atomic_write_bytes, write_json
     files = list_images(a.source)
     os.makedirs(a.output, exist_ok=True)
     names = engine.side["names"]
@@ -162,7 +161,7 @@ def main(argv=None) -> int:
               f"p90 {r['p90_ms']:.2f}, p99 {r['p99_ms']:.2f} ms; {r['throughput_img_s']:.1f} img/s "
               f"(after {a.warmup} warm-up runs, incl. host<->device copies)")
         if a.benchmark_json:
-            from ppyolo_slim.jsonio import write_json
+            from ppyolo_slim.utils.io import write_json
             write_json(a.benchmark_json, r)
     return 0
 

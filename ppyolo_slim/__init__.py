@@ -1,5 +1,5 @@
 """ppyolo-slim: YOLOv5 in Paddle, trained sparse, pruned with PaddleSlim, deployed to TensorRT."""
-from . import _preload  # noqa: F401  must run before anything imports paddle (STACK.md trap 2)
+from . import _preload  # noqa: F401  before anything imports paddle: docs/dependencies.md#zlib-and-import-order
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""The one place that owns native import order (STACK.md trap 2).
+"""The one place that owns native import order (docs/dependencies.md#zlib-and-import-order).
 
 Paddle 2.6.2's libpaddle.so exports its own zlib symbols. An extension that uses zlib
 and is loaded *after* paddle (Pillow's PNG codec, used by VisualDL images; pycocotools;

@@ -389,7 +389,7 @@ def _apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str,
 
 
 def dump_config(cfg: Dict[str, Any], path: str) -> None:
-    from .model.weights import atomic_write_bytes
+    from .utils.io import atomic_write_bytes
     d = {k: v for k, v in cfg.items() if not k.startswith("_")}
     atomic_write_bytes(path, yaml.safe_dump(d, sort_keys=False).encode())
 

@@ -15,8 +15,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .config import Config, load_config
-from .jsonio import write_json
-from .model.weights import remove_stale_temps
+from .utils.io import remove_stale_temps, write_json
 
 STAGES = ("dense", "sparse", "prune", "finetune", "export", "deploy", "summary")
 MODELS = ("dense", "sparse", "pruned", "finetuned")

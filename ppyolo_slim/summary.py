@@ -11,8 +11,7 @@ from typing import Any, Callable, Dict, Mapping
 
 import numpy as np
 
-from .jsonio import write_json
-from .model.weights import atomic_write_bytes
+from .utils.io import atomic_write_bytes, write_json
 
 
 def ort_latency(onnx_paths: Mapping[str, str], img_size: int, warmup: int = 5, rounds: int = 30,

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-import ppyolo_slim  # noqa: F401  (import order, STACK.md trap 2)
+import ppyolo_slim  # noqa: F401  (import order: before paddle)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Ultralytics YOLOv5 .pt -> .pdparams (ppyolo_slim/model/convert.py, tools/convert_weights.py).
+"""Ultralytics YOLOv5 .pt -> .pdparams (model/pt_reader.py, model/convert.py, tools/convert_weights.py).
 
 The checkpoints are made here with torch, from stand-ins for ultralytics' module classes
 (``models.yolo.DetectionModel``/``Detect``, ``models.common.Conv``/``C3``/...), with its
@@ -25,8 +25,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed; the convert
                                             "its ultralytics checkpoints with torch")
 nn = torch.nn
 
-from ppyolo_slim.model.convert import (ConvertError, load_torch_file,  # noqa: E402
-                                       read_ultralytics)
+from ppyolo_slim.model.convert import ConvertError, read_ultralytics  # noqa: E402
+from ppyolo_slim.model.pt_reader import load_torch_file  # noqa: E402
 from ppyolo_slim.model.channels import WeightShapeError  # noqa: E402
 from ppyolo_slim.model.weights import CheckpointError, UnsafeCheckpointError  # noqa: E402
 

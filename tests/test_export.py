@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-import ppyolo_slim  # noqa: F401  (import order, STACK.md trap 2)
+import ppyolo_slim  # noqa: F401  (import order: before paddle)
 import cv2
 import onnx
 import onnxruntime as ort

@@ -1,4 +1,7 @@
-"""STACK.md trap 2: zlib users loaded after paddle. Both import orders, in fresh processes."""
+"""zlib users loaded after paddle, both import orders, in fresh processes.
+
+Why: docs/dependencies.md#zlib-and-import-order
+"""
 import subprocess
 import sys
 import textwrap

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import ppyolo_slim  # noqa: F401  (import order, STACK.md trap 2)
+import ppyolo_slim  # noqa: F401  (import order: before paddle)
 from conftest import uneven_model
 import paddle
 import paddle.nn as nn
@@ -24,7 +24,7 @@ def test_parameter_count_matches_ultralytics(scale):
 
 def test_bn_statistics_are_not_counted_as_trainable():
     model = YOLOv5(expand_scale("n"))
-    # Paddle lists BN mean/var as parameters (STACK.md trap 7): 1,881,661 in all
+    # Paddle lists BN mean/var as parameters (docs/dependencies.md): 1,881,661 in all
     assert count_parameters(model, trainable_only=False) == 1_881_661
 
 

@@ -10,8 +10,8 @@ from ppyolo_slim.model import ModelMeta, build_model
 from ppyolo_slim.model.blocks import Conv
 from ppyolo_slim.model.channels import ConvSpec
 from ppyolo_slim.slim import workers
-from ppyolo_slim.slim.pruner import (ChannelPruner, PruneCoverageError, _state_names, prune_model,
-                                     undo_pruning)
+from ppyolo_slim.slim.pruner import ChannelPruner, PruneCoverageError, prune_model, undo_pruning
+from ppyolo_slim.utils.layers import state_names
 
 from paddleslim.core import GraphWrapper, dygraph2program
 from paddleslim.prune.prune_worker import PRUNE_WORKER
@@ -68,7 +68,7 @@ def test_missing_worker_fails_loudly(monkeypatch, op, missing):
 
 
 def test_pruned_yolov5n_holds_together(v5n):
-    """STACK.md saw C3.cv3 keep 24 inputs while its concat gave 16; check every join."""
+    """PaddleSlim alone left C3.cv3 with 24 inputs while its concat gave 16; check every join."""
     model, p = v5n
     rng = np.random.RandomState(0)
     orig = {k: v.numpy().copy() for k, v in model.state_dict().items()}
@@ -123,7 +123,7 @@ def test_concat_input_to_output_offsets():
     toy.b.bn.weight.set_value(np.array([0, 1, 1, 1, 0, 1], "float32"))
     p.set_threshold(0.5, min_channels=1)
     plan = p.make_plan()
-    names = {v: k for k, v in _state_names(toy).items()}
+    names = {v: k for k, v in state_names(toy).items()}
     (m,) = [m for m in plan.masks[names["c.conv.weight"]] if m.dims == 1]
     assert list(np.asarray(m.mask, dtype=int)) == [1, 0, 1, 1, 0, 1, 1, 1, 0, 1]
     plan.apply(toy)

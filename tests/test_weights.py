@@ -203,7 +203,7 @@ def test_save_is_atomic_and_keeps_old_file_on_failure(saved, tmp_path, monkeypat
 def test_stale_temps_of_killed_writers_are_removed_and_nothing_else(tmp_path):
     import subprocess
     import sys
-    from ppyolo_slim.model.weights import remove_stale_temps
+    from ppyolo_slim.utils.io import remove_stale_temps
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()                                   # a pid that ran and is gone
     keep = {"last.pdparams": b"final", ".hidden.yml": b"not a temp",
@@ -235,7 +235,7 @@ def test_temp_name_carries_the_writer_pid(tmp_path, monkeypatch):
     seen = []
     real = os.replace
     monkeypatch.setattr(os, "replace", lambda a, b: (seen.append(os.path.basename(a)), real(a, b)))
-    from ppyolo_slim.model.weights import _TEMP_NAME, atomic_write_bytes
+    from ppyolo_slim.utils.io import _TEMP_NAME, atomic_write_bytes
     atomic_write_bytes(str(tmp_path / "x.json"), b"{}")
     m = _TEMP_NAME.match(seen[0])
     assert m and int(m.group(1)) == os.getpid(), seen

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from ppyolo_slim.engine.evaluate import evaluate_on_data, format_table
     from ppyolo_slim.engine.predict import PredictorUnavailable, check_img_size, predictor_from_args
     from ppyolo_slim.model import CheckpointError, WeightShapeError
-    from ppyolo_slim.jsonio import write_json
+    from ppyolo_slim.utils.io import write_json
 
     try:
         cfg = load_config(args.config, args.opt)

@@ -7,7 +7,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ppyolo_slim  # noqa: E402,F401  (before paddle: import order, STACK.md trap 2)
+import ppyolo_slim  # noqa: E402,F401  (before paddle: import order)
 
 
 def main(argv=None):

@@ -202,7 +202,7 @@ def read_cache(path: Optional[str], key: str) -> Optional[dict]:
 def write_cache(path: Optional[str], key: str, payload: dict, report: DataReport) -> None:
     if not path:
         return
-    from ..model.weights import atomic_write_bytes
+    from ..utils.io import atomic_write_bytes
     try:
         atomic_write_bytes(path, json.dumps({"key": key, **payload}).encode())
     except OSError as e:

@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterator
 
 import numpy as np
 
-from ..model.weights import (CheckpointError, ModelMeta, atomic_write_bytes, safe_load_pickle,
-                             save_weights, to_numpy_state)
+from ..model.weights import CheckpointError, ModelMeta, safe_load_pickle, save_weights, to_numpy_state
+from ..utils.io import atomic_write_bytes
 
 STATE_VERSION = 1
 

@@ -102,7 +102,7 @@ def set_device(device: str) -> None:
         except (ValueError, RuntimeError) as e:
             raise PredictorUnavailable(f"device {device!r} is not available here ({e})") from None
     if paddle.get_device() == "cpu":
-        from .trainer import set_cpu_threads
+        from ..utils.runtime import set_cpu_threads
         set_cpu_threads(0)
 
 
@@ -253,8 +253,7 @@ def infer_images(predictor: Predictor, files: Sequence[str], output_dir: str, im
     """Run ``predictor`` on each file; write ``<name><ext>`` with boxes drawn and ``<name>.json``
     into ``output_dir``. Unreadable files are logged and skipped. Returns a summary."""
     import cv2
-    from ..jsonio import write_json
-    from ..model.weights import atomic_write_bytes
+    from ..utils.io import atomic_write_bytes, write_json
     from .draw import draw_detections
 
     out_abs = os.path.realpath(output_dir)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from ..jsonio import dumps
+from ..utils.io import dumps
 from .check import DEFAULT_TOL, ExportCheckError, check_export
 from .inference_cfg import CFG_NAME, build_infer_cfg, dump_infer_cfg
 from .onnx_graph import (MIN_NMS_OPSET, NMS_OUTPUT, RAW_OUTPUT, OnnxExportError, append_nms,

@@ -11,14 +11,13 @@ import json
 import math
 import os
 import pickle
-import re
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+
+from ..utils.io import atomic_write_bytes
 
 META_KEY = "__ppyolo_slim_meta__"
 PADDLE_NAME_MAP = "StructuredToParameterName@@"   # written by paddle.save; not a weight
@@ -138,69 +137,6 @@ MAX_CLASSES = 100_000
 def _default_anchors():
     from .spec import DEFAULT_ANCHORS
     return DEFAULT_ANCHORS
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
-    A crash or a full disk leaves the previous file intact."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    # the writer's pid in the name lets remove_stale_temps tell a killed writer's leftovers from live ones
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-# .<name>.<pid>.<mkstemp part>.tmp files and .<name>.export-<pid>-<part> folders (exporter)
-_TEMP_NAME = re.compile(r"^\..+\.(?:(\d+)\.[A-Za-z0-9_]+\.tmp|export-(\d+)-[A-Za-z0-9_]+)$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True     # someone else's process, or cannot tell: keep its files
-    return True
-
-
-def remove_stale_temps(folder: str, recursive: bool = False) -> List[str]:
-    """Delete temporary files and export folders left in ``folder`` by a writer that was
-    killed (its pid no longer runs here); returns their paths. Final files are never touched."""
-    removed: List[str] = []
-    if not os.path.isdir(folder):
-        return removed
-    for root, dirs, files in os.walk(folder):
-        for name in files + dirs:
-            m = _TEMP_NAME.match(name)
-            if not m or _alive(int(m.group(1) or m.group(2))):
-                continue
-            p = os.path.join(root, name)
-            try:
-                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
-                removed.append(p)
-            except OSError:
-                pass        # not ours to fight over; it stays, as before
-        dirs[:] = [x for x in dirs if os.path.isdir(os.path.join(root, x))] if recursive else []
-    return removed
 
 
 def to_numpy_state(state: Mapping[str, Any]) -> Dict[str, np.ndarray]:

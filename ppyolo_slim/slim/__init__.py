@@ -6,7 +6,7 @@ the pruning side loads PaddleSlim on first use.
 Where PaddleSlim 2.6 is extended, and why (each through its own hook, none bypassed):
 
 * ``workers.py``: ``silu`` and ``concat`` workers in ``PRUNE_WORKER`` (it has neither, and
-  drops the collections it cannot walk without an error: STACK.md trap 3). The concat
+  drops the collections it cannot walk without an error). The concat
   worker searches its consumers with a private ``visited`` record: PaddleSlim's shared one
   is keyed by (op, variable), not by the offset transform, so a concat's second input never
   reached the consumer (the "cv3 kept 24 inputs, concat gave 16" bug).

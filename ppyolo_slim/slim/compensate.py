@@ -27,6 +27,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ..utils.layers import state_names
+
 
 class CompensationError(RuntimeError):
     pass
@@ -46,12 +48,10 @@ def _removed(plan, names: Dict[str, str], dims: int) -> Dict[str, np.ndarray]:
     return out
 
 
-def fold_removed_channels(net: nn.Layer, plan, pruner, enabled: bool = True,
-                          img_size: int = 64) -> Dict[str, Any]:
+def fold_removed_channels(net: nn.Layer, plan, *, enabled: bool = True, img_size: int = 64) -> Dict[str, Any]:
     """Fold removed channels' constants into consumers of ``net`` (before ``plan`` is
     applied). Returns a summary {consumer: {...}} for the report."""
-    from .pruner import _state_names
-    names = _state_names(net)
+    names = state_names(net)
     layers = dict(net.named_sublayers())
     gone_out = {k: v for k, v in _removed(plan, names, 0).items() if k.endswith(".bn.weight")}
     gone_in = {k: v for k, v in _removed(plan, names, 1).items()

@@ -37,7 +37,7 @@ from . import selection, workers  # noqa: F401  workers registers the silu and c
 from ._compat import import_paddleslim
 from .importance import IMPORTANCE, importance
 from .selection import Policy, SelectionError
-from .sparsity import unwrap
+from ..utils.layers import state_names, unwrap
 
 import_paddleslim()
 from paddleslim.dygraph.prune.filter_pruner import FilterPruner  # noqa: E402
@@ -94,14 +94,6 @@ class ChannelGroup:
         return name + (f" (+{len(self.convs) - 1} tied)" if self.tied else "")
 
 
-def _state_names(model: nn.Layer) -> Dict[str, str]:
-    """paddle tensor name -> state-dict name, for parameters and buffers."""
-    out = {}
-    for k, v in model.state_dict().items():
-        out.setdefault(v.name, k)
-    return out
-
-
 def _is_identity(transforms) -> bool:
     return not transforms or all(not t for t in transforms)
 
@@ -143,7 +135,7 @@ class ChannelPruner(FilterPruner):
         self.cost_size = cost_size             # image size the FLOP costs are counted at
         self._macs: Optional[Dict[str, int]] = None
         self._mean_cost: Optional[float] = None
-        self._names = _state_names(self.net)
+        self._names = state_names(self.net)
         self._layers = dict(self.net.named_sublayers())
         self.groups: List[ChannelGroup] = [self._group(c) for c in self.collections]
         self._by_master = {g.master: g for g in self.groups}
@@ -408,7 +400,7 @@ def prune_model(model: nn.Layer, meta, *, ratio: Optional[float] = 0.875,
                             "round_to=%d: every layer is cut to its floor, removing %.3f",
                             ratio, min_channels, round_to, reached)
     plan = pruner.make_plan()
-    comp = fold_removed_channels(net, plan, pruner, enabled=compensate, img_size=trace_size)
+    comp = fold_removed_channels(net, plan, enabled=compensate, img_size=trace_size)
     with quiet_paddleslim():
         plan.apply(net, lazy=False)
     state = _numpy_state(net, keys)

@@ -1,7 +1,7 @@
 """What pruning did, for people: prune_report.json, a printed table, plots, VisualDL.
 
 Parameters are counted as ultralytics does (trainable only: conv weights and biases, BN
-scale and shift; Paddle also lists BN running statistics, STACK.md trap 7). FLOPs come
+scale and shift; Paddle also lists BN running statistics). FLOPs come
 from ``ppyolo_slim.model.flops``: forward hooks on every Conv2D, 2 x multiply-accumulates,
 BN folded (the ultralytics/thop convention: 4.5 GFLOPs for YOLOv5n at 640).
 """
@@ -14,8 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..jsonio import write_json as _write_json
-from ..model.weights import atomic_write_bytes
+from ..utils.io import atomic_write_bytes, write_json as _write_json
 
 _STATS = ("_mean", "_variance")
 

@@ -22,7 +22,7 @@ import paddle.nn as nn
 
 from .pruner import ChannelPruner, quiet_paddleslim, undo_pruning
 from .report import _save_fig, write_json
-from .sparsity import unwrap
+from ..utils.layers import unwrap
 
 from paddleslim.dygraph.prune.filter_pruner import Status  # noqa: E402  (.pruner imported paddleslim)
 

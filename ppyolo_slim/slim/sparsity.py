@@ -35,20 +35,13 @@ import paddle.nn as nn
 
 from ..config import DEFAULTS
 from ..engine.callbacks import Callback, register_callback
+from ..utils.layers import unwrap
 
 SCHEDULES = ("constant", "linear", "cosine")
 METHODS = ("subgradient", "proximal", "gradual")
 
 # the conv whose BN produces a block's output, by block type
 _OUTPUT_CONV = {"Conv": "", "C3": "cv3", "SPPF": "cv2"}
-
-
-def unwrap(model: nn.Layer) -> nn.Layer:
-    """The YOLOv5 inside a paddle.DataParallel (or the model itself)."""
-    while isinstance(model, paddle.DataParallel) or (
-            not hasattr(model, "resolved") and hasattr(model, "_layers")):
-        model = model._layers
-    return model
 
 
 def _bn_name(layer_name: str, conv_key: str) -> str:

@@ -4,7 +4,7 @@ PaddleSlim's graph walker (``paddleslim/prune/prune_worker.py``) finds which ten
 shrink together when a conv loses output channels: one *worker* class per op type, looked
 up in the ``PRUNE_WORKER`` registry by the op's name. An op without a worker aborts the
 walk (``UnsupportOpError``) and the whole collection is dropped *without an error*: with
-no ``silu`` worker a YOLOv5 gives "Found 0 collections" (STACK.md trap 3). Importing this
+no ``silu`` worker a YOLOv5 gives "Found 0 collections". Importing this
 module registers:
 
 ``silu``
@@ -22,7 +22,7 @@ Why ``concat`` walks its consumers with a fresh ``visited`` record
 whole walk, keyed by (op, variable) and *not* by the transform that brought the walk
 there. A concat output is reached once per input, each time with a different offset
 transform; with the shared record only the first arrival reaches the consumer conv and
-the other inputs' slices are silently lost. That is the bug STACK.md saw ("C3.cv3 kept 24
+the other inputs' slices are silently lost. That is the bug seen with PaddleSlim alone ("C3.cv3 kept 24
 input channels while its concat delivered 16"), and it hits inside one collection too
 (SPPF: four slices of the same cv1 output). So, going from an input to the output, this
 worker searches the consumers with a record of its own, seeded so the walk cannot come
