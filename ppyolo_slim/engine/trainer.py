@@ -450,6 +450,9 @@ def resume_conflicts(saved: Optional[Dict[str, Any]], cfg: Config, resume_path: 
         a, b = want.get(k), have.get(k)
         if a == b or k in ("output_dir", "weights") or (k == "data" and _same_data(a, b)):
             continue
+        if k not in want and b == _leaves(DEFAULTS).get(k):
+            continue    # a key added since the run, at its default: nothing changed
+
         what = f"{k} was {a!r} in the run, is {b!r} now"
         (problems if any(k == d or k.startswith(d + ".") for d in RUN_DEFINING) else changed).append(what)
     return problems, changed
