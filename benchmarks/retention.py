@@ -167,6 +167,25 @@ def _quick_setup(work: str, opt: List[str]):
     return r["weights"], opt
 
 
+def latency(rows: List[Dict[str, Any]], work: str, img_size: int) -> Dict[str, Dict[str, float]]:
+    """ONNX Runtime CPU, batch 1, one thread: every cell's seed-0 model exported at ``img_size``
+    and timed in turns in one loop; speed-up against the dense cell."""
+    from ppyolo_slim.export.exporter import export_model
+    from ppyolo_slim.summary import ort_latency
+    onnx = {}
+    for r in rows:
+        if r["seed"] != min(x["seed"] for x in rows if x["cell"] == r["cell"]):
+            continue
+        d = os.path.join(work, "onnx", f"{r['cell']}_{img_size}")
+        if not os.path.isfile(os.path.join(d, "model.onnx")):
+            export_model(r["weights"], d, img_size=img_size, batch=1, log=lambda *_: None)
+        onnx[r["cell"]] = os.path.join(d, "model.onnx")
+    lat = ort_latency(onnx, img_size, warmup=5, rounds=40, threads=1)
+    ref = lat.get("dense", {}).get("median_ms")
+    return {k: {"ort_ms_640": v["median_ms"], "ort_p90_ms_640": v["p90_ms"],
+                **({"speedup_vs_dense": ref / v["median_ms"]} if ref else {})} for k, v in lat.items()}
+
+
 def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     import numpy as np
     by: Dict[str, List[Dict[str, Any]]] = {}
@@ -204,9 +223,10 @@ def table(summary: Dict[str, Any]) -> str:
                      f"{e['map50_95']:.3f}" + (f" ± {sp / 2:.3f}" if sp is not None else ""),
                      f"{e['map50']:.3f}",
                      f"{e['retention']:.0%}" if "retention" in e else "-",
-                     f"{e['retention_after_cut']:.0%}" if "retention_after_cut" in e else "-"])
+                     f"{e['retention_after_cut']:.0%}" if "retention_after_cut" in e else "-",
+                     f"{e['speedup_vs_dense']:.2f}x" if "speedup_vs_dense" in e else "-"])
     return C.fmt_table(["cell", "params", "GFLOPs@640", "sparse mAP", "after cut", "final mAP@.5:.95",
-                        "mAP@.5", "kept", "kept at cut"], rows)
+                        "mAP@.5", "kept", "kept at cut", "ORT speed-up @640"], rows)
 
 
 def plot(summary: Dict[str, Any], path: str) -> None:
@@ -236,13 +256,14 @@ def main(argv=None):
                     help="the converged dense checkpoint every cell starts from")
     ap.add_argument("--cells", nargs="+", help=f"cells to run (default all): {', '.join(grid())}")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--sparse-epochs", type=int, default=15)
-    ap.add_argument("--finetune-epochs", type=int, default=15)
+    ap.add_argument("--sparse-epochs", type=int, default=10)
+    ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--proximal-rate", type=float, default=1.0)
     ap.add_argument("--subgradient-rate", type=float, default=1e-3)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", default=os.path.join(ROOT, "output", "bench_retention"))
     ap.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime timing at 640 px")
     ap.add_argument("--quick", action="store_true", help="CI smoke: tiny data, 1 epoch each, 1 seed")
     args = ap.parse_args(argv)
     if args.quick:     # tiny data and a tiny dense model made here, 1 epoch per stage
@@ -278,6 +299,10 @@ def main(argv=None):
                 print(f"{n} seed {s}: final mAP@0.5:0.95 {row['final']['map50_95']:.4f} ({row['seconds']:.0f} s)",
                       flush=True)
     summary = summarise(rows)
+    if not args.no_latency:
+        lat = latency(rows, a["work"], 64 if args.quick else 640)
+        for name, v in lat.items():
+            summary[name].update(v)
     print(table(summary))
     res = C.header("retention", args.quick)
     res.update({"settings": {k: v for k, v in a.items() if k != "work"}, "cells": summary, "rows": rows,

@@ -122,7 +122,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     "pipeline": {
         "scale": 1.0,              # multiplies epochs of every stage, for real runs
-        "finetune_epochs": 15,
+        "finetune_epochs": 10,
         "dense_epochs": None,      # None: 0 if the initial weights know the data's classes, else 30
     },
 }

@@ -49,3 +49,15 @@ def test_train_throughput_quick_and_the_tables():
                                                  for r in res["rows"])
     out = _run("benchmarks/tables.py", "--quick")
     assert "### Training throughput and memory" in out and "1 math thread" in out
+
+
+def test_retention_quick_runs_every_kind_of_cell():
+    _run("benchmarks/retention.py", "--quick", "--jobs", "2")
+    with open(os.path.join(QUICK, "retention.json")) as f:
+        res = json.load(f)
+    cells = res["cells"]
+    assert set(cells) == {"dense", "gradual_8x", "scratch_8x", "oneshot_8x"}
+    assert cells["scratch_8x"]["params"] == cells["gradual_8x"]["params"] < cells["dense"]["params"] / 4
+    for c in cells.values():
+        assert 0.0 <= c["map50_95"] <= c["map50"] <= 1.0 and c["ort_ms_640"] > 0
+    assert cv2.imread(os.path.join(QUICK, "retention_quick.png")) is not None
