@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 import ppyolo_slim  # noqa: F401  (import order)
-from deploy import builder as B
-from deploy import numpy_net
-from deploy.trt_stubs import INSTALL, StubsMissing, load_api, parse_pyi
+from ppyolo_slim.deploy import builder as B
+from ppyolo_slim.deploy import numpy_net
+from ppyolo_slim.deploy.trt_stubs import INSTALL, StubsMissing, load_api, parse_pyi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEPLOY = os.path.join(ROOT, "deploy")
+DEPLOY = os.path.join(ROOT, "ppyolo_slim", "deploy")
 # files whose code talks to real TensorRT (trt_infer/trt_build only go through these)
 TRT_FILES = ["builder.py", "engine.py", "trt_runtime.py", "calibrator.py", "trt_compat.py"]
 # the naming convention those files keep for TensorRT objects
@@ -192,7 +192,7 @@ def test_static_scan_of_tensorrt_calls(api):
         path = os.path.join(DEPLOY, f)
         for what, owner, name, n_pos, kws, line in _scan(path):
             n += 1
-            where = f"deploy/{f}:{line}"
+            where = f"ppyolo_slim/deploy/{f}:{line}"
             if what == "call":
                 if owner in api.classes and name in api.cls(owner).nested:
                     continue
@@ -243,7 +243,7 @@ def test_enum_members_used_exist(api):
 
 
 def test_calibrator_implements_tensorrt_methods(api):
-    from deploy.calibrator import CalibratorLogic
+    from ppyolo_slim.deploy.calibrator import CalibratorLogic
     mine = {n for n in vars(CalibratorLogic) if not n.startswith("_")}
     theirs = set(api.cls("IInt8EntropyCalibrator2").methods)
     assert mine <= theirs, f"calibrator methods TensorRT never calls: {mine - theirs}"
@@ -251,7 +251,7 @@ def test_calibrator_implements_tensorrt_methods(api):
 
 
 def test_missing_stubs_fail_with_install_hint(monkeypatch, tmp_path):
-    import deploy.trt_stubs as S
+    import ppyolo_slim.deploy.trt_stubs as S
     monkeypatch.setattr(S.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(S.sys, "path", [str(tmp_path)])
     with pytest.raises(StubsMissing, match="pip install --no-deps tensorrt-stubs=="):
@@ -326,7 +326,7 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
     import json
     import types
     import cv2
-    from deploy import engine as E
+    from ppyolo_slim.deploy import engine as E
     from ppyolo_slim.model import ModelMeta, build_model, save_weights
     meta = ModelMeta(nc=2, names=["a", "b"])
     weights = str(tmp_path / "w.pdparams")
@@ -337,7 +337,7 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
     if kind == "tensorrt11_fp16":
         trt.__version__ = "11.1.0"
     monkeypatch.setattr(E, "require_tensorrt_and_gpu", lambda: (trt, "fake GPU"))
-    monkeypatch.setattr("deploy.device.get_backend",
+    monkeypatch.setattr("ppyolo_slim.deploy.device.get_backend",
                         lambda *a, **k: types.SimpleNamespace(from_host=lambda x: types.SimpleNamespace(ptr=1)))
     o = E.EngineOptions(img_size=(64, 64), workspace_gib=0.5)
     if kind == "fp16_dynamic_nms":

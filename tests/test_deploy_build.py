@@ -14,9 +14,9 @@ import pytest
 import ppyolo_slim  # noqa: F401  (import order)
 import paddle
 
-from deploy import builder as B
-from deploy import numpy_net
-from deploy.check import check_against_paddle, check_input, run_paddle, run_standin, within_tolerance
+from ppyolo_slim.deploy import builder as B
+from ppyolo_slim.deploy import numpy_net
+from ppyolo_slim.deploy.check import check_against_paddle, check_input, run_paddle, run_standin, within_tolerance
 from ppyolo_slim.model import ModelMeta, build_model, load_weights, save_weights
 from ppyolo_slim.model.channels import WeightShapeError
 from ppyolo_slim.model.spec import DEFAULT_ANCHORS
@@ -210,7 +210,7 @@ def test_unknown_block_and_bad_weights_are_named(original, monkeypatch):
 
 
 def test_trt_build_check_cli(original, tmp_path, capsys):
-    from deploy import trt_build
+    from ppyolo_slim.deploy import trt_build
     out = str(tmp_path / "check.json")
     assert trt_build.main(["--weights", original, "--check", "--img-size", "64", "--json", out]) == 0
     assert "PASS" in capsys.readouterr().out
@@ -221,7 +221,7 @@ def test_trt_build_check_cli(original, tmp_path, capsys):
 
 
 def _real_trt_here():
-    from deploy.trt_compat import TensorRTUnavailable, require_tensorrt_and_gpu
+    from ppyolo_slim.deploy.trt_compat import TensorRTUnavailable, require_tensorrt_and_gpu
     try:
         require_tensorrt_and_gpu()
         return True
@@ -241,9 +241,9 @@ def test_trt_build_without_tensorrt_exits_2_and_says_why(original):
 
 
 def test_trt_infer_imports_without_tensorrt_and_exits_2(tmp_path):
-    import deploy.trt_infer  # noqa: F401  (importable without TensorRT)
-    import deploy.trt_runtime  # noqa: F401
-    import deploy.engine  # noqa: F401
+    import ppyolo_slim.deploy.trt_infer  # noqa: F401  (importable without TensorRT)
+    import ppyolo_slim.deploy.trt_runtime  # noqa: F401
+    import ppyolo_slim.deploy.engine  # noqa: F401
     if _real_trt_here():
         pytest.skip("TensorRT and a GPU are present")
     r = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "trt_infer.py"), "--engine",
@@ -253,7 +253,7 @@ def test_trt_infer_imports_without_tensorrt_and_exits_2(tmp_path):
 
 
 def test_import_tensorrt_tells_stubs_from_the_real_thing(monkeypatch):
-    from deploy.trt_compat import TensorRTUnavailable, import_tensorrt
+    from ppyolo_slim.deploy.trt_compat import TensorRTUnavailable, import_tensorrt
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))   # what tensorrt-stubs gives
     with pytest.raises(TensorRTUnavailable, match="type stubs"):
         import_tensorrt()
@@ -264,7 +264,7 @@ def test_import_tensorrt_tells_stubs_from_the_real_thing(monkeypatch):
 
 
 def test_precision_plans_for_tensorrt_10_and_11():
-    from deploy.trt_compat import TensorRTUnavailable, precision_plan
+    from ppyolo_slim.deploy.trt_compat import TensorRTUnavailable, precision_plan
     t10, t11 = types.SimpleNamespace(__version__="10.13.0"), types.SimpleNamespace(__version__="11.1.0")
     p = precision_plan(t10, fp16=True, int8=False)
     assert p["fp16_flag"] and not p["fp16_graph"] and not p["strongly_typed"]
@@ -279,7 +279,7 @@ def test_precision_plans_for_tensorrt_10_and_11():
 
 def test_calibrator_batches_cache_and_letterbox(tmp_path):
     import cv2
-    from deploy.calibrator import CalibrationImages, CalibratorLogic
+    from ppyolo_slim.deploy.calibrator import CalibrationImages, CalibratorLogic
     d = tmp_path / "calib"
     d.mkdir()
     for i in range(5):
@@ -331,13 +331,13 @@ class StandinEngine:
         return run_standin(self.state, self.meta, self.opts, x)[0]
 
     def detections(self, outs):
-        from deploy.trt_runtime import nms_detections
+        from ppyolo_slim.deploy.trt_runtime import nms_detections
         return nms_detections(outs)
 
 
 def test_trt_infer_image_path_on_the_standin(original, tmp_path):
     import cv2
-    from deploy import trt_infer
+    from ppyolo_slim.deploy import trt_infer
     from ppyolo_slim.engine.predict import DygraphPredictor, predict_image
     src = tmp_path / "imgs"
     src.mkdir()
@@ -372,7 +372,7 @@ def test_trt_infer_image_path_on_the_standin(original, tmp_path):
 def test_trt_infer_json_only_under_either_flag_name(flag, original, tmp_path):
     """--no-images as in tools/infer.py; --no-save-images, the old name, still works."""
     import cv2
-    from deploy import trt_infer
+    from ppyolo_slim.deploy import trt_infer
     src = tmp_path / "imgs"
     src.mkdir()
     cv2.imwrite(str(src / "a.jpg"), np.full((40, 70, 3), 128, np.uint8))

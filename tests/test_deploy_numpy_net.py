@@ -9,8 +9,8 @@ import ppyolo_slim  # noqa: F401  (import order)
 import paddle
 import paddle.nn.functional as F
 
-from deploy import numpy_net as T
-from deploy.numpy_net import NetworkDefinitionError
+from ppyolo_slim.deploy import numpy_net as T
+from ppyolo_slim.deploy.numpy_net import NetworkDefinitionError
 
 RNG = np.random.default_rng(0)
 
