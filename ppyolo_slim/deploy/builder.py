@@ -49,6 +49,7 @@ class BuildOptions:
     dynamic_batch: bool = False               # batch dimension -1 (needs an optimisation profile)
     fp16_graph: bool = False                  # strongly typed FP16: weights, constants and tensors in half
     bn_as_scale: bool = False                 # BN as an IScaleLayer (tensorrtx style) instead of folded
+    float64_weights: bool = False             # the CPU check's exact comparison only (TensorRT has no float64)
     nms: Optional[NMSOptions] = None
 
 
@@ -87,9 +88,9 @@ class _Emitter:
 
     def __init__(self, network, trt, state: Mapping[str, np.ndarray], net: NetSpec, opts: BuildOptions):
         self.network, self.trt, self.state, self.net, self.opts = network, trt, state, net, opts
-        self.wdtype = np.float16 if opts.fp16_graph else np.float32
+        self.wdtype = np.float16 if opts.fp16_graph else (np.float64 if opts.float64_weights else np.float32)
         self.keep: List[np.ndarray] = []
-        self.eps = _bn_eps()
+        self.eps = float(np.float32(_bn_eps()))   # Paddle's batch_norm holds epsilon as a float32 attribute
 
     # -- helpers
     def weights(self, a: np.ndarray, dtype=None):

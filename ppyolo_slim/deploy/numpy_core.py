@@ -74,6 +74,8 @@ def nptype(dt: DataType):
 
 
 def _dtype_of(a: np.ndarray) -> DataType:
+    if a.dtype == np.float64:   # only a float64 stand-in network accepts these (NumpyNetwork._add)
+        return DataType.FLOAT
     for k, v in _NP.items():
         if a.dtype == v:
             return k

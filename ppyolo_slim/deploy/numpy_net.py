@@ -55,6 +55,12 @@ class NumpyNetwork:
 
     # -- graph construction (TensorRT 10 names and argument order)
     def _add(self, layer: ILayer) -> ILayer:
+        if not self._float64:
+            for what in ("kernel", "bias", "weights", "shift", "scale", "power"):
+                w = getattr(layer, what, None)
+                if isinstance(w, np.ndarray) and w.dtype == np.float64:
+                    raise NetworkDefinitionError(f"{layer.name}: {what} is float64, which TensorRT "
+                                                 "weights cannot be (float32, float16, int8, int32, ...)")
         self._layers.append(layer)
         layer._on_add()
         return layer
@@ -164,8 +170,9 @@ class NumpyNetwork:
         if len(set(names)) != len(names):
             raise NetworkDefinitionError(f"network inputs/outputs need distinct names, got {names}")
 
-    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Execute on concrete inputs; returns every marked output by name."""
+    def run(self, feeds: Dict[str, np.ndarray], raw: bool = False) -> Dict[str, np.ndarray]:
+        """Execute on concrete inputs; returns every marked output by name (in its TensorRT
+        type, or with ``raw`` as computed: float64 in a float64 network)."""
         self._check_names()
         vals: Dict[int, np.ndarray] = {}
         for t in self._inputs:
@@ -187,6 +194,8 @@ class NumpyNetwork:
         missing = [t.name for t in self._outputs if id(t) not in vals]
         if missing:
             raise NetworkDefinitionError(f"outputs never computed: {missing}")
+        if raw:
+            return {t.name: vals[id(t)] for t in self._outputs}
         return {t.name: vals[id(t)].astype(nptype(t.dtype), copy=False) for t in self._outputs}
 
 
