@@ -151,6 +151,13 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    try:
+        return _run(engine, a)
+    finally:
+        engine.close()       # device buffers and stream
+
+
+def _run(engine, a) -> int:
     if a.source:
         run_images(engine, a)
     if a.benchmark:

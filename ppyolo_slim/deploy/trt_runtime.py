@@ -44,6 +44,30 @@ def nms_detections(outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
     return res
 
 
+class IOBuffers:
+    """One device buffer per I/O tensor, reused across calls: a call needing more bytes than the
+    buffer holds (a larger batch) frees it and allocates a bigger one, so memory stays bounded by
+    the largest batch seen, whatever the number of calls."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.bufs: Dict[str, Any] = {}
+
+    def get(self, name: str, shape, dtype):
+        need = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
+        buf = self.bufs.get(name)
+        if buf is None or buf.nbytes < need:
+            if buf is not None:
+                buf.free()
+            buf = self.bufs[name] = self.dev.empty(shape, dtype)
+        return buf
+
+    def close(self) -> None:
+        for buf in self.bufs.values():
+            buf.free()
+        self.bufs.clear()
+
+
 class TrtEngine:
     def __init__(self, engine_path: str, device: str = "auto", device_id: int = 0):
         trt, self.gpu = require_tensorrt_and_gpu()     # first: nothing below works without them
@@ -73,34 +97,45 @@ class TrtEngine:
         if len(self.inputs) != 1:
             raise ValueError(f"{engine_path}: expected one input tensor, found {self.inputs}")
         self.input_name = self.inputs[0]
-        self._out_bufs: Dict[str, Any] = {}
+        self.buffers = IOBuffers(self.dev)
 
     def _dtype(self, name: str):
         return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
 
     def infer(self, images: np.ndarray, copy_out: bool = True) -> Dict[str, np.ndarray]:
-        """images float32 [B,3,H,W] -> {output name: array}; B within the engine's batch range."""
+        """images float32 [B,3,H,W] -> {output name: array}; B within the engine's batch range.
+        The device buffers are the engine's own and reused (IOBuffers): no allocation per call."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         b = self.side["batch"]
         if not b["min"] <= images.shape[0] <= b["max"]:
             raise ValueError(f"batch {images.shape[0]} is outside the engine's range {b['min']}..{b['max']}")
-        context = self.context
+        context, dev = self.context, self.dev
         context.set_input_shape(self.input_name, tuple(images.shape))
-        d_in = self.dev.from_host(images)
+        d_in = self.buffers.get(self.input_name, images.shape, images.dtype)
+        dev.copy_from_host(d_in, images)
         context.set_tensor_address(self.input_name, d_in.ptr)
-        bufs = {}
+        shapes = {}
         for name in self.outputs:
-            shape = tuple(context.get_tensor_shape(name))
-            key = (name, shape)
-            if key not in self._out_bufs:           # reused across calls of the same batch size
-                self._out_bufs[key] = self.dev.empty(shape, self._dtype(name))
-            bufs[name] = self._out_bufs[key]
-            context.set_tensor_address(name, bufs[name].ptr)
-        if not context.execute_async_v3(self.dev.stream_handle()):
+            shapes[name] = tuple(context.get_tensor_shape(name))
+            buf = self.buffers.get(name, shapes[name], self._dtype(name))
+            context.set_tensor_address(name, buf.ptr)
+        if not context.execute_async_v3(dev.stream_handle()):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        self.dev.synchronize()
-        self._last_input = d_in         # alive until the stream is done with it
-        return {n: bufs[n].to_host() for n in self.outputs} if copy_out else {}
+        dev.synchronize()
+        if not copy_out:
+            return {}
+        return {n: dev.to_host(self.buffers.bufs[n], shapes[n], self._dtype(n)) for n in self.outputs}
+
+    def close(self) -> None:
+        """Free the device buffers (and the cuda-python stream); the engine is unusable after."""
+        self.buffers.close()
+        self.dev.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def detections(self, outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
         return nms_detections(outputs)
