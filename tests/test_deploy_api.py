@@ -273,7 +273,7 @@ class _Rec:
         object.__setattr__(self, k, v)
 
 
-def _fake_tensorrt(log, calls):
+def _fake_tensorrt(log, calls, major=10):
     import types
 
     def method(cls, name, result=None):
@@ -287,12 +287,13 @@ def _fake_tensorrt(log, calls):
         return types.SimpleNamespace(**members)
 
     trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.13.0.35"
+    trt.__version__ = "10.13.0.35" if major == 10 else "11.4.0.106"
     trt.Logger = type("Logger", (), {"WARNING": 2, "VERBOSE": 4, "__init__": lambda self, *a: None})
     trt.init_libnvinfer_plugins = method("<module>", "init_libnvinfer_plugins", True)
     trt.MemoryPoolType = enum(WORKSPACE=0)
-    trt.BuilderFlag = enum(FP16=0, INT8=1)
-    trt.NetworkDefinitionCreationFlag = numpy_net.NetworkDefinitionCreationFlag
+    # 11 has no FP16 / INT8 builder flags (the 11.4 bindings' strings list the rest, TF32 among them)
+    trt.BuilderFlag = enum(FP16=0, INT8=1, TF32=6) if major == 10 else enum(TF32=object())
+    trt.NetworkDefinitionCreationFlag = numpy_net.creation_flag_enum(major)
 
     class IInt8EntropyCalibrator2:
         def __init__(self):
@@ -301,15 +302,18 @@ def _fake_tensorrt(log, calls):
     for name in ("ActivationType", "ElementWiseOperation", "PoolingType", "InterpolationMode",
                  "ResizeCoordinateTransformation", "ResizeRoundMode", "ResizeSelector", "ScaleMode",
                  "PluginFieldType", "TensorRTPhase", "Weights", "PluginField", "PluginFieldCollection",
-                 "get_plugin_registry", "float32", "float16", "IPluginCreatorV3One"):
+                 "get_plugin_registry", "float32", "float16", "int32", "IPluginCreatorV3One",
+                 "BoundingBoxFormat", "GatherMode"):
         setattr(trt, name, getattr(numpy_net, name))
 
     def make_builder(logger):
         profile = lambda: _Rec("IOptimizationProfile", log, set_shape=method("IOptimizationProfile", "set_shape"))
         config = lambda: _Rec("IBuilderConfig", log, **{m: method("IBuilderConfig", m) for m in (
-            "set_memory_pool_limit", "set_flag", "add_optimization_profile", "set_calibration_profile")})
+            "set_memory_pool_limit", "set_flag", "clear_flag", "add_optimization_profile",
+            "set_calibration_profile")})
         return _Rec("Builder", log, platform_has_fast_fp16=True,
-                    create_network=method("Builder", "create_network", lambda flags=0: numpy_net.create_network(flags)),
+                    create_network=method("Builder", "create_network",
+                                          lambda flags=0: numpy_net.create_network(flags, major=major)),
                     create_builder_config=method("Builder", "create_builder_config", config),
                     create_optimization_profile=method("Builder", "create_optimization_profile", profile),
                     build_serialized_network=method("Builder", "build_serialized_network",
@@ -333,9 +337,7 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
     save_weights(weights, build_model(meta).state_dict(), meta)
     log, calls = [], []
     numpy_net.clear_api_log()
-    trt = _fake_tensorrt(log, calls)
-    if kind == "tensorrt11_fp16":
-        trt.__version__ = "11.1.0"
+    trt = _fake_tensorrt(log, calls, major=11 if kind.startswith("tensorrt11") else 10)
     monkeypatch.setattr(E, "require_tensorrt_and_gpu", lambda: (trt, "fake GPU"))
     monkeypatch.setattr("ppyolo_slim.deploy.device.get_backend",
                         lambda *a, **k: types.SimpleNamespace(from_host=lambda x: types.SimpleNamespace(ptr=1)))
@@ -356,15 +358,52 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
     assert json.load(open(out + ".json")) == json.loads(json.dumps(side))
     names = [c[0] for c in calls]
     flags = [c[1][0] for c in calls if c[0] == "set_flag"]
-    if kind == "fp16_dynamic_nms":
-        assert flags == [trt.BuilderFlag.FP16] and "set_shape" in names
-        assert side["batch"] == {"min": 1, "opt": 2, "max": 4} and side["outputs"][0]["name"] == "num_detections"
+    created = calls[names.index("create_network")][1][0]
+    assert [c[1][0] for c in calls if c[0] == "clear_flag"] == [trt.BuilderFlag.TF32] and side["tf32"] is False
+    if kind == "fp16_dynamic_nms":   # TensorRT 10: the strongly typed FP16 graph too, no FP16 flag
+        assert flags == [] and side["strongly_typed"] and created == 1 << 1 and "set_shape" in names
+        assert side["batch"] == {"min": 1, "opt": 2, "max": 4} and side["outputs"][0]["name"] == "nms_indices"
+        assert side["nms"]["backend_used"] == "layer"
         assert [c for c in calls if c[0] == "set_shape"][0][1][1:] == ((1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64))
     elif kind == "int8":
         assert set(flags) == {trt.BuilderFlag.FP16, trt.BuilderFlag.INT8} and side["precision"] == "int8"
-        assert ("IBuilderConfig", "int8_calibrator", -1, ()) in log
-    else:        # TensorRT 11: no precision flags, a strongly typed FP16 graph
+        assert ("IBuilderConfig", "int8_calibrator", -1, ()) in log and created == 0
+    else:        # TensorRT 11: STRONGLY_TYPED is bit 0 there (bit 1 is PREFER_JIT_PYTHON_PLUGINS)
         assert flags == [] and side["strongly_typed"] and side["precision"] == "fp16"
-        assert calls[[c[0] for c in calls].index("create_network")][1][0] == 1 << 1
+        assert created == 1 << 0
     errors = [e for e in (_check_entry(api, *u) for u in sorted(set(log + numpy_net.API_LOG))) if e]
     assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_fp16_engine_network_is_the_one_the_check_runs(major, tmp_path, monkeypatch):
+    """On TensorRT 10 as on 11, engine.py builds for --fp16 exactly the strongly typed graph that
+    `trt_build.py --check --fp16` executes (same layers, names, types), without BuilderFlag.FP16."""
+    import types
+    from ppyolo_slim.deploy import engine as E
+    from ppyolo_slim.deploy.check import run_standin
+    from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    meta = ModelMeta(nc=2, names=["a", "b"])
+    weights = str(tmp_path / "w.pdparams")
+    save_weights(weights, build_model(meta).state_dict(), meta)
+    log, calls, made = [], [], []
+    trt = _fake_tensorrt(log, calls, major=major)
+    real = trt.Builder
+
+    def builder(logger):
+        b = real(logger)
+        create = b.create_network
+        object.__setattr__(b, "create_network", lambda flags=0: made.append(create(flags)) or made[-1])
+        return b
+    trt.Builder = builder
+    monkeypatch.setattr(E, "require_tensorrt_and_gpu", lambda: (trt, "fake GPU"))
+    E.build_engine(weights, str(tmp_path / "m.engine"), E.EngineOptions(img_size=(64, 64), fp16=True),
+                   log=lambda *a: None)
+    assert "set_flag" not in [c[0] for c in calls] and made[0]._strongly_typed
+    state, m = B.load_checkpoint(weights)
+    check_net = run_standin(state, m, B.BuildOptions(img_size=(64, 64), fp16_graph=True),
+                            np.zeros((1, 3, 64, 64), np.float32), strongly_typed=True)[2]
+
+    def layers(net):
+        return [(type(l).__name__, l.name, [t.dtype for t in l._outputs]) for l in net._layers]
+    assert layers(made[0]) == layers(check_net)

@@ -187,9 +187,10 @@ def test_dynamic_batch(original):
     assert within_tolerance(outs["output"], ref, allowed(float32_noise(ref, run_paddle_float64(original, x))))
 
 
-def test_nms_in_the_graph_matches_the_project_nms(original, tmp_path):
-    """EfficientNMS_TRT fed by the graph's own gathers (boxes, obj x cls) gives the detections
-    ultralytics-style multi-label NMS gives on the Paddle output."""
+@pytest.mark.parametrize("backend", ["layer", "plugin"])
+def test_nms_in_the_graph_matches_the_project_nms(backend, original, tmp_path):
+    """INMSLayer (add_nms) or EfficientNMS_TRT, fed by the graph's own gathers (boxes, obj x cls),
+    gives the detections ultralytics-style multi-label NMS gives on the Paddle output."""
     from ppyolo_slim.engine.postprocess import non_max_suppression
     state, meta = load_weights(original)
     state = dict(state)
@@ -202,18 +203,22 @@ def test_nms_in_the_graph_matches_the_project_nms(original, tmp_path):
     save_weights(path, state, ModelMeta.from_dict(meta))
     st, m = B.load_checkpoint(path)
     x = check_input((64, 64), 2, seed=2)
-    nms = B.NMSOptions(score_threshold=0.3, iou_threshold=0.5, max_output_boxes=40)
+    nms = B.NMSOptions(score_threshold=0.3, iou_threshold=0.5, max_output_boxes=40, backend=backend)
     outs, built, _ = run_standin(st, m, B.BuildOptions(img_size=64, batch=2, nms=nms), x)
-    assert [n for n, _ in built.outputs] == list(B.NMS_OUTPUTS)
-    assert outs["num_detections"].shape == (2, 1) and outs["detection_boxes"].shape == (2, 40, 4)
-    assert outs["detection_classes"].dtype == np.int32
+    assert built.nms_backend == backend
+    if backend == "plugin":
+        assert [n for n, _ in built.outputs] == list(B.NMS_OUTPUTS)
+        assert outs["num_detections"].shape == (2, 1) and outs["detection_boxes"].shape == (2, 40, 4)
+        assert outs["detection_classes"].dtype == np.int32
+    else:       # data-dependent rows: (image, class, box), boxes, scores
+        assert [n for n, _ in built.outputs] == list(B.NMS_LAYER_OUTPUTS)
+        assert built.outputs[0][1] == (-1, 3) and outs["nms_indices"].dtype == np.int32
     ref = non_max_suppression(run_paddle(path, x), 0.3, 0.5, max_det=40, multi_label=True)
+    from ppyolo_slim.deploy.trt_runtime import nms_detections
+    got = nms_detections(outs, 2, 40)
     for i in range(2):
-        n = int(outs["num_detections"][i, 0])
-        assert n == len(ref[i]) > 3
-        got = np.concatenate([outs["detection_boxes"][i, :n], outs["detection_scores"][i, :n, None],
-                              outs["detection_classes"][i, :n, None]], 1)
-        np.testing.assert_allclose(got, ref[i], atol=2e-3)
+        assert len(got[i]) == len(ref[i]) > 3
+        np.testing.assert_allclose(got[i], ref[i], atol=2e-3)
 
 
 def test_fp16_graph_is_strongly_typed_and_close(original):
@@ -229,6 +234,12 @@ def test_fp16_graph_is_strongly_typed_and_close(original):
     ref = run_paddle(original, x)
     rel = np.abs(out - ref) / np.maximum(np.abs(ref), 1.0)
     assert rel.max() < 2e-2 and rel.max() > 0       # half precision: close, not equal
+    # the box decode stays FP32: half's spacing is 0.5 px at 700 px
+    layers = {net.get_layer(i).name: net.get_layer(i) for i in range(net.num_layers)}
+    assert layers["model.24.m.0"].get_output(0).dtype == numpy_net.DataType.HALF
+    for i in range(3):
+        assert layers[f"model.24.m.{i}.decoded"].get_output(0).dtype == numpy_net.DataType.FLOAT
+        assert layers[f"model.24.m.{i}.anchor_grid"].weights.dtype == np.float32
 
 
 def test_emitters_mirror_the_paddle_blocks():
@@ -305,17 +316,22 @@ def test_import_tensorrt_tells_stubs_from_the_real_thing(monkeypatch):
 
 
 def test_precision_plans_for_tensorrt_10_and_11():
+    """FP16 is one strongly typed FP16 graph on both majors (no BuilderFlag.FP16, deprecated
+    since 10.12 and gone in 11); INT8 (10 only) stays weakly typed with FP16 as its fallback."""
     from ppyolo_slim.deploy.trt_compat import TensorRTUnavailable, precision_plan
-    t10, t11 = types.SimpleNamespace(__version__="10.13.0"), types.SimpleNamespace(__version__="11.1.0")
-    p = precision_plan(t10, fp16=True, int8=False)
-    assert p["fp16_flag"] and not p["fp16_graph"] and not p["strongly_typed"]
+    t10, t11 = types.SimpleNamespace(__version__="10.13.0"), types.SimpleNamespace(__version__="11.4.0")
+    for t in (t10, t11):
+        p = precision_plan(t, fp16=True, int8=False)
+        assert p["fp16_graph"] and not p["fp16_flag"] and p["strongly_typed"] and p["precision"] == "fp16"
+    p = precision_plan(t10, fp16=False, int8=False)
+    assert not p["strongly_typed"] and not p["fp16_graph"] and p["precision"] == "fp32"
+    assert precision_plan(t11, fp16=False, int8=False)["strongly_typed"]
     p = precision_plan(t10, fp16=False, int8=True)
-    assert p["int8_flag"] and p["fp16_flag"] and p["precision"] == "int8"
-    p = precision_plan(t11, fp16=True, int8=False)
-    assert p["fp16_graph"] and not p["fp16_flag"] and p["strongly_typed"]
-    assert precision_plan(t10, True, False, strongly_typed=True)["fp16_graph"]
+    assert p["int8_flag"] and p["fp16_flag"] and not p["strongly_typed"] and p["precision"] == "int8"
     with pytest.raises(TensorRTUnavailable, match="INT8"):
         precision_plan(t11, fp16=False, int8=True)
+    with pytest.raises(TensorRTUnavailable, match="INT8"):
+        precision_plan(t10, fp16=False, int8=True, strongly_typed=True)
 
 
 def test_calibrator_batches_cache_and_letterbox(tmp_path):
@@ -371,9 +387,9 @@ class StandinEngine:
     def infer(self, x):
         return run_standin(self.state, self.meta, self.opts, x)[0]
 
-    def detections(self, outs):
+    def detections(self, outs, batch=None):
         from ppyolo_slim.deploy.trt_runtime import nms_detections
-        return nms_detections(outs)
+        return nms_detections(outs, batch, self.opts.nms.max_output_boxes)
 
 
 def test_trt_infer_image_path_on_the_standin(original, tmp_path):

@@ -101,6 +101,7 @@ def fake_engine(rt, max_batch=8):
     eng.input_name, eng.inputs, eng.outputs = "images", ["images"], ["output"]
     eng.dev = CudaPythonBackend(runtime=rt)
     eng.buffers = IOBuffers(eng.dev)
+    eng._allocator = None
     return eng
 
 

@@ -185,14 +185,17 @@ def check_against_paddle(weights: str, img_size=320, batch: int = 1, seed: int =
         seconds_paddle=t1 - t0, seconds_numpy=t2 - t1, channels=channels,
         exact_max_rel_diff=exact_rel, float32_noise=noise, allowed=limit)
 
-    if fp16:   # the strongly typed FP16 graph (TensorRT 11's way to FP16), emulated: informational
+    if fp16:   # the strongly typed FP16 graph engine.py builds on TensorRT 10 and 11, emulated
         o16 = BuildOptions(img_size=(h, w), batch=batch, fp16_graph=True)
         got16 = run_standin(state, meta, o16, x, strongly_typed=True)[0]["output"]
         rel = np.abs(got16.astype(np.float64) - ref) / np.maximum(np.abs(ref), 1.0)
-        report.fp16 = {"max_abs_diff": float(np.abs(got16 - ref).max()), "max_rel_diff": float(rel.max())}
+        report.fp16 = dict(float32_noise(got16, ref), max_abs_diff=float(np.abs(got16 - ref).max()),
+                           max_rel_diff=float(rel.max()))
     if nms is not None:
         on = BuildOptions(img_size=(h, w), batch=batch, nms=nms)
-        res = run_standin(state, meta, on, x)[0]
-        report.nms = {"num_detections": res["num_detections"].reshape(-1).tolist(),
+        res, nbuilt, _ = run_standin(state, meta, on, x)
+        from .trt_runtime import nms_detections
+        dets = nms_detections(res, batch, nms.max_output_boxes)
+        report.nms = {"backend": nbuilt.nms_backend, "num_detections": [len(d) for d in dets],
                       "max_output_boxes": nms.max_output_boxes}
     return report

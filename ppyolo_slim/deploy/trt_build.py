@@ -30,7 +30,11 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
     p.add_argument("--dynamic-batch", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"),
                    help="dynamic batch with one optimisation profile, e.g. 1 8 16")
-    p.add_argument("--fp16", action="store_true", help="FP16 (builder flag on TensorRT 10, FP16 graph on 11)")
+    p.add_argument("--fp16", action="store_true",
+                   help="FP16: one strongly typed FP16 graph on TensorRT 10 and 11 (box decode in FP32); "
+                        "--check --fp16 runs that graph")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 in FP32 layers (TensorRT's default; off here so FP32 means FP32)")
     p.add_argument("--int8", action="store_true", help="INT8 with an entropy calibrator (TensorRT 10 only)")
     p.add_argument("--strongly-typed", action="store_true",
                    help="TensorRT 10: build a strongly typed network as TensorRT 11 does (FP32/FP16)")
@@ -40,8 +44,13 @@ def parse_args(argv=None):
     p.add_argument("--calib-batch", type=int, default=8)
     p.add_argument("--calib-images", type=int, default=512, help="at most this many calibration images")
     p.add_argument("--workspace", type=float, default=4.0, help="builder workspace limit in GiB (default 4)")
-    p.add_argument("--nms", action="store_true", help="add EfficientNMS_TRT: outputs num_detections, "
-                                                       "detection_boxes (x1y1x2y2), detection_scores, detection_classes")
+    p.add_argument("--nms", action="store_true",
+                   help="NMS inside the engine: INMSLayer (outputs nms_indices, nms_boxes x1y1x2y2, nms_scores) "
+                        "or EfficientNMS_TRT (num_detections, detection_boxes, detection_scores, "
+                        "detection_classes)")
+    p.add_argument("--nms-backend", choices=("auto", "layer", "plugin"), default="auto",
+                   help="--nms: layer = add_nms (INMSLayer), plugin = EfficientNMS_TRT (deprecated since "
+                        "10.12); auto: the layer, the plugin for --agnostic-nms")
     p.add_argument("--conf-thres", type=float, default=0.25, help="--nms score threshold (obj x cls)")
     p.add_argument("--iou-thres", type=float, default=0.45, help="--nms IoU threshold")
     p.add_argument("--max-det", type=int, default=100, help="--nms boxes kept per image")
@@ -74,7 +83,7 @@ def _img_size(a, meta_img_size, default):
 
 def _nms(a):
     from .builder import NMSOptions
-    return NMSOptions(a.conf_thres, a.iou_thres, a.max_det, a.agnostic_nms) if a.nms else None
+    return NMSOptions(a.conf_thres, a.iou_thres, a.max_det, a.agnostic_nms, a.nms_backend) if a.nms else None
 
 
 def run_check(a) -> int:
@@ -93,10 +102,12 @@ def run_check(a) -> int:
           f"{n['score']:.3g}; float64 graph vs Paddle float64: relative {rep.exact_max_rel_diff:.3g}")
     print(f"  tolerance: {rep.tolerance}")
     if rep.fp16:
-        print(f"  FP16 graph (strongly typed, emulated): max |diff| {rep.fp16['max_abs_diff']:.3g}, "
-              f"max relative {rep.fp16['max_rel_diff']:.3g} (informational)")
+        print(f"  FP16 graph (the one TensorRT builds, half rounding emulated): boxes max |diff| "
+              f"{rep.fp16['box_px']:.3g} px, scores {rep.fp16['score']:.3g}, max relative "
+              f"{rep.fp16['max_rel_diff']:.3g} (informational)")
     if rep.nms:
-        print(f"  EfficientNMS_TRT (emulated): num_detections {rep.nms['num_detections']}")
+        print(f"  NMS in the engine ({rep.nms['backend']}, emulated): detections per image "
+              f"{rep.nms['num_detections']}")
     if a.json:
         from ppyolo_slim.jsonio import write_json
         write_json(a.json, rep.to_dict())
@@ -121,7 +132,7 @@ def run_build(a) -> int:
                       workspace_gib=a.workspace, nms=_nms(a), calib_dir=a.calib_dir,
                       calib_cache=a.calib_cache or (out + ".calib" if a.int8 else None),
                       calib_batch=a.calib_batch, calib_images=a.calib_images,
-                      bn_as_scale=a.bn_as_scale, verbose=a.verbose)
+                      bn_as_scale=a.bn_as_scale, tf32=a.tf32, verbose=a.verbose)
     try:
         side = build_engine(a.weights, out, o)
     except TensorRTUnavailable as e:

@@ -63,7 +63,7 @@ def detect(engine, img: np.ndarray, conf: float, iou: float, max_det: int):
         x = np.concatenate([x, np.zeros((b["min"] - 1,) + x.shape[1:], np.float32)])
     outs = engine.infer(x)
     if engine.side.get("nms"):
-        d = engine.detections(outs)[0]
+        d = engine.detections(outs, x.shape[0])[0]
     else:
         d = non_max_suppression(outs["output"][:1], conf, iou, max_det=max_det)[0]
     d = d.copy()

@@ -32,8 +32,22 @@ def read_sidecar(engine_path: str) -> Dict[str, Any]:
     return side
 
 
-def nms_detections(outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-    """Per image [n,6] (x1,y1,x2,y2,score,cls) in input pixels, from EfficientNMS_TRT's outputs."""
+def nms_detections(outputs: Dict[str, np.ndarray], batch: int = None, max_det: int = None) -> List[np.ndarray]:
+    """Per image [n,6] (x1,y1,x2,y2,score,cls) in input pixels, from an engine's NMS outputs:
+    EfficientNMS_TRT's (num_detections, detection_*: fixed shapes, zero-padded) or INMSLayer's
+    (nms_indices [M,3] = image, class, box; nms_boxes; nms_scores: sorted by image, then score),
+    of which the best ``max_det`` per image are kept (INMSLayer caps per class only)."""
+    if "nms_indices" in outputs:
+        idx = outputs["nms_indices"].reshape(-1, 3)
+        n_img = int(batch) if batch is not None else (int(idx[:, 0].max()) + 1 if len(idx) else 0)
+        res = []
+        for i in range(n_img):
+            rows = np.nonzero(idx[:, 0] == i)[0]
+            rows = rows[np.argsort(-outputs["nms_scores"].reshape(-1)[rows], kind="stable")][:max_det]
+            res.append(np.concatenate([outputs["nms_boxes"].reshape(-1, 4)[rows].astype(np.float32),
+                                       outputs["nms_scores"].reshape(-1)[rows, None].astype(np.float32),
+                                       idx[rows, 1:2].astype(np.float32)], 1))
+        return res
     num = outputs["num_detections"].reshape(-1)
     res = []
     for i, n in enumerate(num):
@@ -68,6 +82,25 @@ class IOBuffers:
         self.bufs.clear()
 
 
+def _output_allocator(trt, buffers: IOBuffers):
+    """A trt.IOutputAllocator that hands out the IOBuffers' memory (grown when too small) and
+    records the shape TensorRT reports for each data-dependent output."""
+    base = trt.IOutputAllocator
+
+    class OutputAllocator(base):
+        def __init__(self):
+            base.__init__(self)      # the pybind base must be initialised explicitly
+            self.shapes: Dict[str, tuple] = {}
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):
+            return buffers.get(tensor_name, (max(int(size), 1),), np.uint8).ptr
+
+        def notify_shape(self, tensor_name, shape):
+            self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+    return OutputAllocator()
+
+
 class TrtEngine:
     def __init__(self, engine_path: str, device: str = "auto", device_id: int = 0):
         trt, self.gpu = require_tensorrt_and_gpu()     # first: nothing below works without them
@@ -98,6 +131,7 @@ class TrtEngine:
             raise ValueError(f"{engine_path}: expected one input tensor, found {self.inputs}")
         self.input_name = self.inputs[0]
         self.buffers = IOBuffers(self.dev)
+        self._allocator = None
 
     def _dtype(self, name: str):
         return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
@@ -117,6 +151,11 @@ class TrtEngine:
         shapes = {}
         for name in self.outputs:
             shapes[name] = tuple(context.get_tensor_shape(name))
+            if any(d < 0 for d in shapes[name]):    # data-dependent (INMSLayer's rows): TensorRT asks
+                if self._allocator is None:         # for the memory once it knows the size
+                    self._allocator = _output_allocator(self.trt, self.buffers)
+                context.set_output_allocator(name, self._allocator)
+                continue
             buf = self.buffers.get(name, shapes[name], self._dtype(name))
             context.set_tensor_address(name, buf.ptr)
         if not context.execute_async_v3(dev.stream_handle()):
@@ -124,6 +163,9 @@ class TrtEngine:
         dev.synchronize()
         if not copy_out:
             return {}
+        for name, shape in shapes.items():
+            if any(d < 0 for d in shape):
+                shapes[name] = self._allocator.shapes[name]
         return {n: dev.to_host(self.buffers.bufs[n], shapes[n], self._dtype(n)) for n in self.outputs}
 
     def close(self) -> None:
@@ -137,8 +179,8 @@ class TrtEngine:
     def __exit__(self, *exc):
         self.close()
 
-    def detections(self, outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        return nms_detections(outputs)
+    def detections(self, outputs: Dict[str, np.ndarray], batch: int = None) -> List[np.ndarray]:
+        return nms_detections(outputs, batch, (self.side.get("nms") or {}).get("max_output_boxes"))
 
 
 class TrtPredictor:
