@@ -407,3 +407,82 @@ def test_fp16_engine_network_is_the_one_the_check_runs(major, tmp_path, monkeypa
     def layers(net):
         return [(type(l).__name__, l.name, [t.dtype for t in l._outputs]) for l in net._layers]
     assert layers(made[0]) == layers(check_net)
+
+
+# ---------------------------------------------------------------- TensorRT 11.x, from its bindings wheel
+TRT11_RECORD = os.path.join(ROOT, "tests", "fixtures", "tensorrt_11_bindings_api.json")
+# used only where TensorRT 10 is required (INT8 with a calibrator: precision_plan refuses it on 11)
+TEN_ONLY = {"IInt8EntropyCalibrator2", "int8_calibrator", "set_calibration_profile", "FP16", "INT8"}
+
+
+@pytest.fixture(scope="module")
+def api11():
+    from ppyolo_slim.deploy.trt_wheel_api import load
+    return load(TRT11_RECORD)
+
+
+def test_tensorrt11_bindings_have_every_name_deploy_uses(api11, recorded):
+    """Every class, method, keyword, attribute and enum member deploy/ uses on a TensorRT 11
+    path is a string of the 11.x bindings, and where 11.x documents a method's arguments the
+    call's keywords are among them (tests/fixtures/tensorrt_11_bindings_api.json, read from the wheel by
+    ppyolo_slim/deploy/trt_wheel_api.py). Weaker than the 10.13 signature check: see its doc."""
+    assert api11.version.startswith("11.")
+    errors, n_args = [], 0
+    for owner, name, n_pos, kws in sorted(set(recorded)):
+        for word in [owner, name, *kws]:
+            if word != "<module>" and not word.startswith("__") and not api11.has_name(word):
+                errors.append(f"{owner}.{name}: {word!r} is not in TensorRT {api11.version}")
+        args = api11.args(owner, name) if n_pos >= 0 else None
+        if args is not None:      # docstrings may leave arguments out (create_plugin's phase): keywords only
+            n_args += 1
+            if not set(kws) <= set(args):
+                errors.append(f"{owner}.{name}(keywords {list(kws)}) vs 11.x's documented {args}")
+    for f in TRT_FILES:
+        if f == "calibrator.py":                 # INT8 calibration: TensorRT 10 only
+            continue
+        for what, owner, name, n_pos, kws, line in _scan(os.path.join(DEPLOY, f)):
+            if name in TEN_ONLY or name.startswith("__"):
+                continue
+            for word in [w for w in (owner, name, *kws) if w]:
+                if not api11.has_name(word):
+                    errors.append(f"ppyolo_slim/deploy/{f}:{line}: {word!r} is not in TensorRT {api11.version}")
+            args = api11.args(owner, name) if owner and what == "call" else None
+            if args is not None:
+                n_args += 1
+                if not set(kws) <= set(args):
+                    errors.append(f"ppyolo_slim/deploy/{f}:{line}: {owner}.{name}(keywords {list(kws)}) vs {args}")
+    assert n_args > 15, f"only {n_args} calls had documented 11.x arguments"
+    assert not errors, "\n".join(errors)
+
+
+def test_tensorrt11_lacks_what_deploy_keeps_behind_the_version_gates(api11):
+    """What 11 removed, so deploy/ must not reach it there: implicit INT8 and its calibrator,
+    BuilderFlag.FP16 (the FP16 graph is strongly typed on both majors), platform_has_fast_fp16
+    (read with getattr); what 11 still has that deploy relies on."""
+    for gone in ("IInt8EntropyCalibrator2", "int8_calibrator", "set_calibration_profile",
+                 "platform_has_fast_fp16", "FP16"):
+        assert not api11.has_name(gone), gone
+    for kept in ("add_nms", "topk_box_limit", "CORNER_PAIRS", "TF32", "clear_flag", "STRONGLY_TYPED",
+                 "PREFER_JIT_PYTHON_PLUGINS", "set_output_allocator", "reallocate_output", "notify_shape",
+                 "add_plugin_v2", "IPluginCreatorV3One", "execute_async_v3"):
+        assert api11.has_name(kept), kept
+    assert not api11.has_name("EXPLICIT_BATCH")
+    assert api11.args("INetworkDefinition", "add_nms")[:3] == ["boxes", "scores", "max_output_boxes_per_class"]
+
+
+def test_wheel_reader_on_the_wheel_itself(tmp_path):
+    """Re-extract from the wheel when it is at hand (PPYOLO_SLIM_TRT11_WHEEL=path) and compare
+    with the committed record; the reader's parsing is exercised on a synthetic symbol too."""
+    from ppyolo_slim.deploy import trt_wheel_api as W
+    assert W._demangle_doc("_ZN8tensorrt21INetworkDefinitionDocL7add_nmsE") == ("INetworkDefinition", "add_nms")
+    assert W._demangle_doc("_ZN8tensorrt17IBuilderConfigDocL10clear_flagE.lto_priv.0") == ("IBuilderConfig",
+                                                                                             "clear_flag")
+    assert W._demangle_doc("_ZN8tensorrt7lambdasL3fooE") is None
+    wheel = os.environ.get("PPYOLO_SLIM_TRT11_WHEEL")
+    if not wheel:
+        pytest.skip("set PPYOLO_SLIM_TRT11_WHEEL to a tensorrt-cu12-bindings 11.x wheel to re-extract")
+    import json
+    rec = W.extract(wheel)
+    committed = json.load(open(TRT11_RECORD))
+    if rec["sha256"] == committed["sha256"]:
+        assert rec == committed
