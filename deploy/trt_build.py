@@ -1,145 +1,18 @@
 #!/usr/bin/env python
 """Build a TensorRT engine from a ppyolo-slim .pdparams, layer by layer (no ONNX parser).
 
-  python deploy/trt_build.py --weights pruned.pdparams --check              # anywhere: CPU check
-  python deploy/trt_build.py --weights pruned.pdparams --fp16 -o yolo.engine  # GPU + TensorRT 10/11
-  python deploy/trt_build.py --weights W --int8 --calib-dir images/ --calib-cache calib.cache
-  python deploy/trt_build.py --weights W --dynamic-batch 1 8 16 --nms --fp16
-
---check builds the same network on a NumPy stand-in for TensorRT's network API, runs it
-on the CPU and compares it with the Paddle model (exit 1 if they differ). Without
---check, TensorRT and a GPU are needed; if either is missing the tool says what and how
-to install it, and exits with code 2.
+The code is ppyolo_slim/deploy/trt_build.py (installed with the package); `--help` lists the options.
 """
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ppyolo_slim  # noqa: E402,F401  (native import order: before paddle)
+try:
+    import ppyolo_slim  # noqa: F401  first: it owns the native import order
+except ImportError:  # run from a checkout without `pip install .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import ppyolo_slim  # noqa: F401
 
-EXIT_CHECK_FAILED, EXIT_UNAVAILABLE = 1, 2
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--weights", required=True, help=".pdparams (original, pruned or converted ultralytics)")
-    p.add_argument("-o", "--output", help="engine file (default: the weights' name with .engine)")
-    p.add_argument("--img-size", type=int, nargs="+", default=None,
-                   help="input size: S or H W, multiples of 32 (default: the checkpoint's img_size; "
-                        "--check defaults to 320)")
-    p.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
-    p.add_argument("--dynamic-batch", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"),
-                   help="dynamic batch with one optimisation profile, e.g. 1 8 16")
-    p.add_argument("--fp16", action="store_true", help="FP16 (builder flag on TensorRT 10, FP16 graph on 11)")
-    p.add_argument("--int8", action="store_true", help="INT8 with an entropy calibrator (TensorRT 10 only)")
-    p.add_argument("--strongly-typed", action="store_true",
-                   help="TensorRT 10: build a strongly typed network as TensorRT 11 does (FP32/FP16)")
-    p.add_argument("--calib-dir", help="--int8: folder of representative images (letterboxed as in training)")
-    p.add_argument("--calib-cache", help="--int8: calibration cache file, reused when it exists "
-                                         "(default: <output>.calib)")
-    p.add_argument("--calib-batch", type=int, default=8)
-    p.add_argument("--calib-images", type=int, default=512, help="at most this many calibration images")
-    p.add_argument("--workspace", type=float, default=4.0, help="builder workspace limit in GiB (default 4)")
-    p.add_argument("--nms", action="store_true", help="add EfficientNMS_TRT: outputs num_detections, "
-                                                       "detection_boxes (x1y1x2y2), detection_scores, detection_classes")
-    p.add_argument("--conf-thres", type=float, default=0.25, help="--nms score threshold (obj x cls)")
-    p.add_argument("--iou-thres", type=float, default=0.45, help="--nms IoU threshold")
-    p.add_argument("--max-det", type=int, default=100, help="--nms boxes kept per image")
-    p.add_argument("--agnostic-nms", action="store_true", help="--nms across classes")
-    p.add_argument("--bn-as-scale", action="store_true",
-                   help="BN as an IScaleLayer after each conv (tensorrtx style) instead of folded into it")
-    p.add_argument("--check", action="store_true",
-                   help="no TensorRT/GPU needed: run the hand-built graph on the CPU and compare with Paddle")
-    p.add_argument("--check-image", help="--check: use this image (letterboxed) instead of seeded noise")
-    p.add_argument("--seed", type=int, default=0, help="--check: seed of the noise input")
-    p.add_argument("--atol", type=float, default=1e-4,
-                   help="--check: an output passes when |diff| <= max(ATOL, 16 float32 spacings of "
-                        "its value) (default 1e-4)")
-    p.add_argument("--json", help="--check: also write the report to this JSON file")
-    p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
-    a = p.parse_args(argv)
-    if a.img_size is not None and len(a.img_size) not in (1, 2):
-        p.error("--img-size takes one value (square) or two (H W)")
-    if a.batch < 1:
-        p.error("--batch must be >= 1")
-    return a
-
-
-def _img_size(a, meta_img_size, default):
-    if a.img_size is None:
-        s = default or meta_img_size
-        return (s, s)
-    return (a.img_size[0], a.img_size[-1])
-
-
-def _nms(a):
-    from deploy.builder import NMSOptions
-    return NMSOptions(a.conf_thres, a.iou_thres, a.max_det, a.agnostic_nms) if a.nms else None
-
-
-def run_check(a) -> int:
-    from deploy.check import check_against_paddle
-    hw = _img_size(a, None, 320)
-    rep = check_against_paddle(a.weights, hw, a.batch if not a.dynamic_batch else a.dynamic_batch[1],
-                               a.seed, a.check_image, a.atol, fp16=a.fp16, nms=_nms(a),
-                               bn_as_scale=a.bn_as_scale)
-    w = rep.worst
-    print(f"{a.weights}: TensorRT layer graph on the CPU (NumPy stand-in, {rep.layers} layers) vs the "
-          f"Paddle model, input {rep.batch}x3x{hw[0]}x{hw[1]}, output {list(rep.output_shape)}")
-    print(f"  max |diff| = {rep.max_abs_diff:.3g} at image {w['batch']} row {w['row']} (level {w['level']}, "
-          f"{w['field']}: paddle {w['paddle']:.6g}, trt {w['trt']:.6g}); tolerance {rep.tolerance}")
-    if rep.fp16:
-        print(f"  FP16 graph (strongly typed, emulated): max |diff| {rep.fp16['max_abs_diff']:.3g}, "
-              f"max relative {rep.fp16['max_rel_diff']:.3g} (informational)")
-    if rep.nms:
-        print(f"  EfficientNMS_TRT (emulated): num_detections {rep.nms['num_detections']}")
-    if a.json:
-        from ppyolo_slim.utils.io import write_json
-        write_json(a.json, rep.to_dict())
-    print("PASS" if rep.passed else "FAIL: the TensorRT graph does not reproduce the Paddle model")
-    return 0 if rep.passed else EXIT_CHECK_FAILED
-
-
-def run_build(a) -> int:
-    from deploy.builder import load_checkpoint
-    from deploy.engine import EngineOptions, build_engine
-    from deploy.trt_compat import TensorRTUnavailable, require_tensorrt_and_gpu
-    try:
-        require_tensorrt_and_gpu()
-    except TensorRTUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    _, meta = load_checkpoint(a.weights)
-    out = a.output or os.path.splitext(a.weights)[0] + ".engine"
-    o = EngineOptions(img_size=_img_size(a, meta.img_size, None), batch=a.batch,
-                      dynamic=tuple(a.dynamic_batch) if a.dynamic_batch else None, fp16=a.fp16,
-                      int8=a.int8, strongly_typed=True if a.strongly_typed else None,
-                      workspace_gib=a.workspace, nms=_nms(a), calib_dir=a.calib_dir,
-                      calib_cache=a.calib_cache or (out + ".calib" if a.int8 else None),
-                      calib_batch=a.calib_batch, calib_images=a.calib_images,
-                      bn_as_scale=a.bn_as_scale, verbose=a.verbose)
-    try:
-        side = build_engine(a.weights, out, o)
-    except TensorRTUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    print(f"wrote {out} ({side['precision']}, {side['layers']} layers, built in {side['build_seconds']} s) "
-          f"and {out}.json")
-    return 0
-
-
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    from ppyolo_slim.model.channels import WeightShapeError
-    from ppyolo_slim.model.weights import CheckpointError
-    try:
-        return run_check(a) if a.check else run_build(a)
-    except (FileNotFoundError, WeightShapeError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_CHECK_FAILED
-
+from ppyolo_slim.deploy.trt_build import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

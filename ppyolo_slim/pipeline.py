@@ -173,9 +173,7 @@ class Pipeline:
         return out
 
     def stage_deploy(self):
-        deploy_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
-        sys.path.insert(0, os.path.dirname(deploy_dir))
-        from deploy.trt_compat import gpu_status, import_tensorrt, TensorRTUnavailable
+        from .deploy.trt_compat import gpu_status, import_tensorrt, TensorRTUnavailable
         cfg = load_config(self.configs["sparse"], self.overrides)
         size = int(cfg["img_size"])
         try:
@@ -185,13 +183,13 @@ class Pipeline:
             have_gpu, why = False, str(e).splitlines()[0]
         result: Dict[str, Any] = {"tensorrt": have_gpu, "why": why}
         if have_gpu:
-            from deploy.engine import EngineOptions, build_engine
+            from .deploy.engine import EngineOptions, build_engine
             for name in ("sparse", "finetuned"):
                 eng = self.path("deploy", f"{name}.engine")
                 result[name] = build_engine(self._weights()[name], eng, EngineOptions(img_size=size),
                                             log=self.log)
         else:   # the same layer calls, executed in NumPy and compared with Paddle
-            from deploy.check import check_against_paddle
+            from .deploy.check import check_against_paddle
             for name in ("sparse", "finetuned"):
                 rep = check_against_paddle(self._weights()[name], img_size=size)
                 result[name] = {"cpu_check_max_abs_diff": rep.max_abs_diff, "passed": rep.passed,

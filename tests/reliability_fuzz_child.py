@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 from ppyolo_slim.model import (CheckpointError, UnsafeCheckpointError, WeightShapeError,  # noqa: E402
                                load_weights)
 from ppyolo_slim.model.weights import META_KEY  # noqa: E402
-from deploy.builder import load_checkpoint as builder_load  # noqa: E402
+from ppyolo_slim.deploy.builder import load_checkpoint as builder_load  # noqa: E402
 
 DOCUMENTED = (CheckpointError, WeightShapeError, UnsafeCheckpointError)
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.floats(), st.text(max_size=4),

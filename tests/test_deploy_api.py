@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 import ppyolo_slim  # noqa: F401  (import order)
-from deploy import builder as B
-from deploy import numpy_net
-from deploy.trt_stubs import INSTALL, StubsMissing, load_api, parse_pyi
+from ppyolo_slim.deploy import builder as B
+from ppyolo_slim.deploy import numpy_net
+from ppyolo_slim.deploy.trt_stubs import INSTALL, StubsMissing, load_api, parse_pyi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEPLOY = os.path.join(ROOT, "deploy")
+DEPLOY = os.path.join(ROOT, "ppyolo_slim", "deploy")
 # files whose code talks to real TensorRT (trt_infer/trt_build only go through these)
 TRT_FILES = ["builder.py", "engine.py", "trt_runtime.py", "calibrator.py", "trt_compat.py"]
 # the naming convention those files keep for TensorRT objects
@@ -192,7 +192,7 @@ def test_static_scan_of_tensorrt_calls(api):
         path = os.path.join(DEPLOY, f)
         for what, owner, name, n_pos, kws, line in _scan(path):
             n += 1
-            where = f"deploy/{f}:{line}"
+            where = f"ppyolo_slim/deploy/{f}:{line}"
             if what == "call":
                 if owner in api.classes and name in api.cls(owner).nested:
                     continue
@@ -243,7 +243,7 @@ def test_enum_members_used_exist(api):
 
 
 def test_calibrator_implements_tensorrt_methods(api):
-    from deploy.calibrator import CalibratorLogic
+    from ppyolo_slim.deploy.calibrator import CalibratorLogic
     mine = {n for n in vars(CalibratorLogic) if not n.startswith("_")}
     theirs = set(api.cls("IInt8EntropyCalibrator2").methods)
     assert mine <= theirs, f"calibrator methods TensorRT never calls: {mine - theirs}"
@@ -251,7 +251,7 @@ def test_calibrator_implements_tensorrt_methods(api):
 
 
 def test_missing_stubs_fail_with_install_hint(monkeypatch, tmp_path):
-    import deploy.trt_stubs as S
+    import ppyolo_slim.deploy.trt_stubs as S
     monkeypatch.setattr(S.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(S.sys, "path", [str(tmp_path)])
     with pytest.raises(StubsMissing, match="pip install --no-deps tensorrt-stubs=="):
@@ -273,7 +273,7 @@ class _Rec:
         object.__setattr__(self, k, v)
 
 
-def _fake_tensorrt(log, calls):
+def _fake_tensorrt(log, calls, major=10):
     import types
 
     def method(cls, name, result=None):
@@ -287,12 +287,13 @@ def _fake_tensorrt(log, calls):
         return types.SimpleNamespace(**members)
 
     trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.13.0.35"
+    trt.__version__ = "10.13.0.35" if major == 10 else "11.4.0.106"
     trt.Logger = type("Logger", (), {"WARNING": 2, "VERBOSE": 4, "__init__": lambda self, *a: None})
     trt.init_libnvinfer_plugins = method("<module>", "init_libnvinfer_plugins", True)
     trt.MemoryPoolType = enum(WORKSPACE=0)
-    trt.BuilderFlag = enum(FP16=0, INT8=1)
-    trt.NetworkDefinitionCreationFlag = numpy_net.NetworkDefinitionCreationFlag
+    # 11 has no FP16 / INT8 builder flags (the 11.4 bindings' strings list the rest, TF32 among them)
+    trt.BuilderFlag = enum(FP16=0, INT8=1, TF32=6) if major == 10 else enum(TF32=object())
+    trt.NetworkDefinitionCreationFlag = numpy_net.creation_flag_enum(major)
 
     class IInt8EntropyCalibrator2:
         def __init__(self):
@@ -301,15 +302,18 @@ def _fake_tensorrt(log, calls):
     for name in ("ActivationType", "ElementWiseOperation", "PoolingType", "InterpolationMode",
                  "ResizeCoordinateTransformation", "ResizeRoundMode", "ResizeSelector", "ScaleMode",
                  "PluginFieldType", "TensorRTPhase", "Weights", "PluginField", "PluginFieldCollection",
-                 "get_plugin_registry", "float32", "float16", "IPluginCreatorV3One"):
+                 "get_plugin_registry", "float32", "float16", "int32", "IPluginCreatorV3One",
+                 "BoundingBoxFormat", "GatherMode"):
         setattr(trt, name, getattr(numpy_net, name))
 
     def make_builder(logger):
         profile = lambda: _Rec("IOptimizationProfile", log, set_shape=method("IOptimizationProfile", "set_shape"))
         config = lambda: _Rec("IBuilderConfig", log, **{m: method("IBuilderConfig", m) for m in (
-            "set_memory_pool_limit", "set_flag", "add_optimization_profile", "set_calibration_profile")})
+            "set_memory_pool_limit", "set_flag", "clear_flag", "add_optimization_profile",
+            "set_calibration_profile")})
         return _Rec("Builder", log, platform_has_fast_fp16=True,
-                    create_network=method("Builder", "create_network", lambda flags=0: numpy_net.create_network(flags)),
+                    create_network=method("Builder", "create_network",
+                                          lambda flags=0: numpy_net.create_network(flags, major=major)),
                     create_builder_config=method("Builder", "create_builder_config", config),
                     create_optimization_profile=method("Builder", "create_optimization_profile", profile),
                     build_serialized_network=method("Builder", "build_serialized_network",
@@ -326,18 +330,16 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
     import json
     import types
     import cv2
-    from deploy import engine as E
+    from ppyolo_slim.deploy import engine as E
     from ppyolo_slim.model import ModelMeta, build_model, save_weights
     meta = ModelMeta(nc=2, names=["a", "b"])
     weights = str(tmp_path / "w.pdparams")
     save_weights(weights, build_model(meta).state_dict(), meta)
     log, calls = [], []
     numpy_net.clear_api_log()
-    trt = _fake_tensorrt(log, calls)
-    if kind == "tensorrt11_fp16":
-        trt.__version__ = "11.1.0"
+    trt = _fake_tensorrt(log, calls, major=11 if kind.startswith("tensorrt11") else 10)
     monkeypatch.setattr(E, "require_tensorrt_and_gpu", lambda: (trt, "fake GPU"))
-    monkeypatch.setattr("deploy.device.get_backend",
+    monkeypatch.setattr("ppyolo_slim.deploy.device.get_backend",
                         lambda *a, **k: types.SimpleNamespace(from_host=lambda x: types.SimpleNamespace(ptr=1)))
     o = E.EngineOptions(img_size=(64, 64), workspace_gib=0.5)
     if kind == "fp16_dynamic_nms":
@@ -356,15 +358,131 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
     assert json.load(open(out + ".json")) == json.loads(json.dumps(side))
     names = [c[0] for c in calls]
     flags = [c[1][0] for c in calls if c[0] == "set_flag"]
-    if kind == "fp16_dynamic_nms":
-        assert flags == [trt.BuilderFlag.FP16] and "set_shape" in names
-        assert side["batch"] == {"min": 1, "opt": 2, "max": 4} and side["outputs"][0]["name"] == "num_detections"
+    created = calls[names.index("create_network")][1][0]
+    assert [c[1][0] for c in calls if c[0] == "clear_flag"] == [trt.BuilderFlag.TF32] and side["tf32"] is False
+    if kind == "fp16_dynamic_nms":   # TensorRT 10: the strongly typed FP16 graph too, no FP16 flag
+        assert flags == [] and side["strongly_typed"] and created == 1 << 1 and "set_shape" in names
+        assert side["batch"] == {"min": 1, "opt": 2, "max": 4} and side["outputs"][0]["name"] == "nms_indices"
+        assert side["nms"]["backend_used"] == "layer"
         assert [c for c in calls if c[0] == "set_shape"][0][1][1:] == ((1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64))
     elif kind == "int8":
         assert set(flags) == {trt.BuilderFlag.FP16, trt.BuilderFlag.INT8} and side["precision"] == "int8"
-        assert ("IBuilderConfig", "int8_calibrator", -1, ()) in log
-    else:        # TensorRT 11: no precision flags, a strongly typed FP16 graph
+        assert ("IBuilderConfig", "int8_calibrator", -1, ()) in log and created == 0
+    else:        # TensorRT 11: STRONGLY_TYPED is bit 0 there (bit 1 is PREFER_JIT_PYTHON_PLUGINS)
         assert flags == [] and side["strongly_typed"] and side["precision"] == "fp16"
-        assert calls[[c[0] for c in calls].index("create_network")][1][0] == 1 << 1
+        assert created == 1 << 0
     errors = [e for e in (_check_entry(api, *u) for u in sorted(set(log + numpy_net.API_LOG))) if e]
     assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_fp16_engine_network_is_the_one_the_check_runs(major, tmp_path, monkeypatch):
+    """On TensorRT 10 as on 11, engine.py builds for --fp16 exactly the strongly typed graph that
+    `trt_build.py --check --fp16` executes (same layers, names, types), without BuilderFlag.FP16."""
+    import types
+    from ppyolo_slim.deploy import engine as E
+    from ppyolo_slim.deploy.check import run_standin
+    from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    meta = ModelMeta(nc=2, names=["a", "b"])
+    weights = str(tmp_path / "w.pdparams")
+    save_weights(weights, build_model(meta).state_dict(), meta)
+    log, calls, made = [], [], []
+    trt = _fake_tensorrt(log, calls, major=major)
+    real = trt.Builder
+
+    def builder(logger):
+        b = real(logger)
+        create = b.create_network
+        object.__setattr__(b, "create_network", lambda flags=0: made.append(create(flags)) or made[-1])
+        return b
+    trt.Builder = builder
+    monkeypatch.setattr(E, "require_tensorrt_and_gpu", lambda: (trt, "fake GPU"))
+    E.build_engine(weights, str(tmp_path / "m.engine"), E.EngineOptions(img_size=(64, 64), fp16=True),
+                   log=lambda *a: None)
+    assert "set_flag" not in [c[0] for c in calls] and made[0]._strongly_typed
+    state, m = B.load_checkpoint(weights)
+    check_net = run_standin(state, m, B.BuildOptions(img_size=(64, 64), fp16_graph=True),
+                            np.zeros((1, 3, 64, 64), np.float32), strongly_typed=True)[2]
+
+    def layers(net):
+        return [(type(l).__name__, l.name, [t.dtype for t in l._outputs]) for l in net._layers]
+    assert layers(made[0]) == layers(check_net)
+
+
+# ---------------------------------------------------------------- TensorRT 11.x, from its bindings wheel
+TRT11_RECORD = os.path.join(ROOT, "tests", "fixtures", "tensorrt_11_bindings_api.json")
+# used only where TensorRT 10 is required (INT8 with a calibrator: precision_plan refuses it on 11)
+TEN_ONLY = {"IInt8EntropyCalibrator2", "int8_calibrator", "set_calibration_profile", "FP16", "INT8"}
+
+
+@pytest.fixture(scope="module")
+def api11():
+    from ppyolo_slim.deploy.trt_wheel_api import load
+    return load(TRT11_RECORD)
+
+
+def test_tensorrt11_bindings_have_every_name_deploy_uses(api11, recorded):
+    """Every class, method, keyword, attribute and enum member deploy/ uses on a TensorRT 11
+    path is a string of the 11.x bindings, and where 11.x documents a method's arguments the
+    call's keywords are among them (tests/fixtures/tensorrt_11_bindings_api.json, read from the wheel by
+    ppyolo_slim/deploy/trt_wheel_api.py). Weaker than the 10.13 signature check: see its doc."""
+    assert api11.version.startswith("11.")
+    errors, n_args = [], 0
+    for owner, name, n_pos, kws in sorted(set(recorded)):
+        for word in [owner, name, *kws]:
+            if word != "<module>" and not word.startswith("__") and not api11.has_name(word):
+                errors.append(f"{owner}.{name}: {word!r} is not in TensorRT {api11.version}")
+        args = api11.args(owner, name) if n_pos >= 0 else None
+        if args is not None:      # docstrings may leave arguments out (create_plugin's phase): keywords only
+            n_args += 1
+            if not set(kws) <= set(args):
+                errors.append(f"{owner}.{name}(keywords {list(kws)}) vs 11.x's documented {args}")
+    for f in TRT_FILES:
+        if f == "calibrator.py":                 # INT8 calibration: TensorRT 10 only
+            continue
+        for what, owner, name, n_pos, kws, line in _scan(os.path.join(DEPLOY, f)):
+            if name in TEN_ONLY or name.startswith("__"):
+                continue
+            for word in [w for w in (owner, name, *kws) if w]:
+                if not api11.has_name(word):
+                    errors.append(f"ppyolo_slim/deploy/{f}:{line}: {word!r} is not in TensorRT {api11.version}")
+            args = api11.args(owner, name) if owner and what == "call" else None
+            if args is not None:
+                n_args += 1
+                if not set(kws) <= set(args):
+                    errors.append(f"ppyolo_slim/deploy/{f}:{line}: {owner}.{name}(keywords {list(kws)}) vs {args}")
+    assert n_args > 15, f"only {n_args} calls had documented 11.x arguments"
+    assert not errors, "\n".join(errors)
+
+
+def test_tensorrt11_lacks_what_deploy_keeps_behind_the_version_gates(api11):
+    """What 11 removed, so deploy/ must not reach it there: implicit INT8 and its calibrator,
+    BuilderFlag.FP16 (the FP16 graph is strongly typed on both majors), platform_has_fast_fp16
+    (read with getattr); what 11 still has that deploy relies on."""
+    for gone in ("IInt8EntropyCalibrator2", "int8_calibrator", "set_calibration_profile",
+                 "platform_has_fast_fp16", "FP16"):
+        assert not api11.has_name(gone), gone
+    for kept in ("add_nms", "topk_box_limit", "CORNER_PAIRS", "TF32", "clear_flag", "STRONGLY_TYPED",
+                 "PREFER_JIT_PYTHON_PLUGINS", "set_output_allocator", "reallocate_output", "notify_shape",
+                 "add_plugin_v2", "IPluginCreatorV3One", "execute_async_v3"):
+        assert api11.has_name(kept), kept
+    assert not api11.has_name("EXPLICIT_BATCH")
+    assert api11.args("INetworkDefinition", "add_nms")[:3] == ["boxes", "scores", "max_output_boxes_per_class"]
+
+
+def test_wheel_reader_on_the_wheel_itself(tmp_path):
+    """Re-extract from the wheel when it is at hand (PPYOLO_SLIM_TRT11_WHEEL=path) and compare
+    with the committed record; the reader's parsing is exercised on a synthetic symbol too."""
+    from ppyolo_slim.deploy import trt_wheel_api as W
+    assert W._demangle_doc("_ZN8tensorrt21INetworkDefinitionDocL7add_nmsE") == ("INetworkDefinition", "add_nms")
+    assert W._demangle_doc("_ZN8tensorrt17IBuilderConfigDocL10clear_flagE.lto_priv.0") == ("IBuilderConfig",
+                                                                                             "clear_flag")
+    assert W._demangle_doc("_ZN8tensorrt7lambdasL3fooE") is None
+    wheel = os.environ.get("PPYOLO_SLIM_TRT11_WHEEL")
+    if not wheel:
+        pytest.skip("set PPYOLO_SLIM_TRT11_WHEEL to a tensorrt-cu12-bindings 11.x wheel to re-extract")
+    import json
+    rec = W.extract(wheel)
+    committed = json.load(open(TRT11_RECORD))
+    if rec["sha256"] == committed["sha256"]:
+        assert rec == committed

@@ -9,8 +9,8 @@ import ppyolo_slim  # noqa: F401  (import order)
 import paddle
 import paddle.nn.functional as F
 
-from deploy import numpy_net as T
-from deploy.numpy_net import NetworkDefinitionError
+from ppyolo_slim.deploy import numpy_net as T
+from ppyolo_slim.deploy.numpy_net import NetworkDefinitionError
 
 RNG = np.random.default_rng(0)
 
@@ -321,3 +321,90 @@ def test_efficient_nms_matches_the_project_nms():
     keep = nms(corners[s >= 0.3], s[s >= 0.3], 0.45)
     assert k == len(keep) > 10
     np.testing.assert_array_equal(out["boxes_out"][0, :k], corners[s >= 0.3][keep])
+
+
+def nms_layer_net(n, nc, iou, score, per_class, fmt=None):
+    net = T.create_network()
+    boxes = net.add_input("boxes", T.float32, (1, n, 4))
+    scores = net.add_input("scores", T.float32, (1, n, nc))
+
+    def scalar(v, dt):
+        return net.add_constant((), T.Weights(np.array(v, dt))).get_output(0)
+    layer = net.add_nms(boxes, scores, scalar(per_class, np.int32))
+    if fmt is not None:
+        layer.bounding_box_format = fmt
+    layer.set_input(3, scalar(iou, np.float32))
+    layer.set_input(4, scalar(score, np.float32))
+    for i, name in enumerate(["selected", "count"]):
+        t = layer.get_output(i)
+        t.name = name
+        net.mark_output(t)
+    return net, layer
+
+
+def test_nms_layer_follows_onnx_nonmaxsuppression():
+    """INMSLayer: a candidate needs score > threshold (equal is out), a box is kept when its IoU
+    with the kept ones is <= threshold (equal stays), per class, rows (image, class, box)."""
+    boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 15], [20, 20, 30, 30], [50, 50, 60, 60]]], np.float32)
+    iou01 = 100 / 150                      # box 1 contains box 0: IoU exactly 2/3
+    scores = np.array([[[0.9, 0.1], [0.8, 0.5], [0.7, 0.5], [0.5, 0.95]]], np.float32)
+    net, layer = nms_layer_net(4, 2, iou=np.float32(iou01), score=0.5, per_class=10)
+    assert [layer.get_output(i).shape for i in (0, 1)] == [(-1, 3), ()]
+    out = net.run({"boxes": boxes, "scores": scores})
+    # class 1: box 3 (0.95); class 0: 0 (0.9), 1 (0.8: IoU == threshold, kept), 2 (0.7); the 0.5s are out
+    assert out["selected"].tolist() == [[0, 1, 3], [0, 0, 0], [0, 0, 1], [0, 0, 2]]
+    assert int(out["count"]) == 4 and out["selected"].dtype == np.int32
+    lower, _ = nms_layer_net(4, 2, iou=np.float32(iou01) - 1e-4, score=0.49, per_class=2)
+    o2 = lower.run({"boxes": boxes, "scores": scores})
+    # IoU just above the threshold now suppresses box 1 in class 0; 0.5 scores count; 2 per class
+    assert o2["selected"].tolist() == [[0, 1, 3], [0, 0, 0], [0, 0, 2], [0, 1, 1]]
+
+
+def test_nms_layer_center_sizes_and_topk_limit():
+    centre, _ = nms_layer_net(2, 1, iou=0.1, score=0.0, per_class=5, fmt=T.BoundingBoxFormat.CENTER_SIZES)
+    b = np.array([[[10, 10, 4, 4], [12, 10, 4, 4]]], np.float32)     # IoU 1/3 as (cx, cy, w, h)
+    assert centre.run({"boxes": b, "scores": np.array([[[0.9], [0.8]]], np.float32)})["selected"].tolist() == [[0, 0, 0]]
+    n = 6000                               # disjoint boxes: only the 5000 best scores are considered
+    xy = np.arange(n, dtype=np.float32)[:, None] * 10
+    boxes = np.concatenate([xy, np.zeros_like(xy), xy + 5, np.full_like(xy, 5)], 1)[None]
+    s = np.random.default_rng(0).permutation(n).astype(np.float32)[None, :, None] / n + 0.1
+    net, layer = nms_layer_net(n, 1, iou=0.5, score=0.0, per_class=n)
+    out = net.run({"boxes": boxes, "scores": s})
+    assert int(out["count"]) == 5000 and layer.topk_box_limit == 5000
+    assert set(out["selected"][:, 2]) == set(np.argsort(-s[0, :, 0])[:5000])
+
+
+def test_efficient_nms_plugin_considers_5000_candidates():
+    n = 6000
+    xy = np.arange(n, dtype=np.float32)[:, None] * 10
+    boxes = np.concatenate([xy, np.zeros_like(xy), xy + 5, np.full_like(xy, 5)], 1)[None]
+    s = np.random.default_rng(1).permutation(n).astype(np.float32)[None, :, None] / n + 0.1
+    net, _ = nms_net(n, 1, score_threshold=0.0, iou_threshold=0.5, max_output_boxes=n, box_coding=0)
+    assert int(net.run({"boxes": boxes, "scores": s})["num"][0, 0]) == 5000
+
+
+def test_creation_flag_values_per_tensorrt_major():
+    """STRONGLY_TYPED is bit 1 on TensorRT 10 and bit 0 on 11, where bit 1 is
+    PREFER_JIT_PYTHON_PLUGINS and EXPLICIT_BATCH is gone."""
+    f10, f11 = T.creation_flag_enum(10), T.creation_flag_enum(11)
+    assert int(f10.STRONGLY_TYPED) == 1 and int(f11.STRONGLY_TYPED) == 0
+    assert int(f11.PREFER_JIT_PYTHON_PLUGINS) == 1 and "EXPLICIT_BATCH" not in f11.__members__
+    assert T.create_network(1 << 1, major=10)._strongly_typed
+    assert not T.create_network(1 << 1, major=11)._strongly_typed      # JIT plugins, not typed
+    assert T.create_network(1 << 0, major=11)._strongly_typed
+    with pytest.raises(NetworkDefinitionError, match="TensorRT 11"):
+        T.create_network(1 << 3, major=11)
+
+
+def test_gather_nd_and_float64_weights_only_in_a_float64_network():
+    net, x = new((2, 3, 4))
+    idx = net.add_constant((2, 2), T.Weights(np.array([[1, 2], [0, 0]], np.int32))).get_output(0)
+    g = net.add_gather_v2(x, idx, T.GatherMode.ND)
+    data = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    got = run1(net, data, g.get_output(0))
+    np.testing.assert_array_equal(got, data[[1, 0], [2, 0]])
+    net32, x32 = new((1, 2))
+    with pytest.raises(NetworkDefinitionError, match="float64"):
+        net32.add_constant((1, 2), T.Weights(np.zeros((1, 2), np.float64)))
+    net64 = T.create_network(float64=True)
+    net64.add_constant((1, 2), T.Weights(np.zeros((1, 2), np.float64)))

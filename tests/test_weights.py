@@ -130,7 +130,7 @@ def _tool_main(name):
     from conftest import load_tool
     if name != "trt_build":
         return load_tool(name).main
-    from deploy import trt_build
+    from ppyolo_slim.deploy import trt_build
     return trt_build.main
 
 

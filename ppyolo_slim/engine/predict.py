@@ -16,12 +16,10 @@ from __future__ import annotations
 import glob
 import importlib
 import os
-import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import REPO_ROOT
 from .postprocess import non_max_suppression, scale_boxes
 
 # flag name -> "module:factory" (factory(path, device=...) -> Predictor). Imported lazily,
@@ -30,7 +28,7 @@ BACKENDS: Dict[str, str] = {
     "weights": "ppyolo_slim.engine.predict:DygraphPredictor.from_weights",
     "onnx": "ppyolo_slim.export.runtime:OnnxPredictor",                   # export helper (issue 6)
     "model_dir": "ppyolo_slim.export.runtime:PaddleInferencePredictor",
-    "engine": "deploy.trt_runtime:TrtPredictor",   # needs TensorRT and a GPU
+    "engine": "ppyolo_slim.deploy.trt_runtime:TrtPredictor",   # needs TensorRT and a GPU
 }
 BACKEND_FLAGS = {"weights": "--weights", "onnx": "--onnx", "model_dir": "--model-dir", "engine": "--engine"}
 
@@ -113,18 +111,12 @@ def load_predictor(kind: str, path: str, **kw) -> Predictor:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder ({BACKEND_FLAGS.get(kind, kind)})")
     mod_name, attr = BACKENDS[kind].split(":")
-    if mod_name.split(".")[0] == "deploy" and REPO_ROOT not in sys.path:
-        # deploy/ sits beside ppyolo_slim/ in the checkout but is not an installed package; with
-        # ppyolo_slim installed, `python tools/infer.py` has tools/ on sys.path, not the checkout
-        sys.path.insert(0, REPO_ROOT)
     try:
         obj: Any = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
-        where = ("; it needs the deploy/ folder of a ppyolo-slim checkout (pip install -e . there)"
-                 if e.name == "deploy" else "")
         raise PredictorUnavailable(
             f"{BACKEND_FLAGS.get(kind, kind)} is not available in this installation "
-            f"({mod_name}: {e}){where}") from None
+            f"({mod_name}: {e})") from None
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj(path, **kw)

@@ -32,8 +32,22 @@ def read_sidecar(engine_path: str) -> Dict[str, Any]:
     return side
 
 
-def nms_detections(outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-    """Per image [n,6] (x1,y1,x2,y2,score,cls) in input pixels, from EfficientNMS_TRT's outputs."""
+def nms_detections(outputs: Dict[str, np.ndarray], batch: int = None, max_det: int = None) -> List[np.ndarray]:
+    """Per image [n,6] (x1,y1,x2,y2,score,cls) in input pixels, from an engine's NMS outputs:
+    EfficientNMS_TRT's (num_detections, detection_*: fixed shapes, zero-padded) or INMSLayer's
+    (nms_indices [M,3] = image, class, box; nms_boxes; nms_scores: sorted by image, then score),
+    of which the best ``max_det`` per image are kept (INMSLayer caps per class only)."""
+    if "nms_indices" in outputs:
+        idx = outputs["nms_indices"].reshape(-1, 3)
+        n_img = int(batch) if batch is not None else (int(idx[:, 0].max()) + 1 if len(idx) else 0)
+        res = []
+        for i in range(n_img):
+            rows = np.nonzero(idx[:, 0] == i)[0]
+            rows = rows[np.argsort(-outputs["nms_scores"].reshape(-1)[rows], kind="stable")][:max_det]
+            res.append(np.concatenate([outputs["nms_boxes"].reshape(-1, 4)[rows].astype(np.float32),
+                                       outputs["nms_scores"].reshape(-1)[rows, None].astype(np.float32),
+                                       idx[rows, 1:2].astype(np.float32)], 1))
+        return res
     num = outputs["num_detections"].reshape(-1)
     res = []
     for i, n in enumerate(num):
@@ -42,6 +56,49 @@ def nms_detections(outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
                                    outputs["detection_scores"][i, :n, None].astype(np.float32),
                                    outputs["detection_classes"][i, :n, None].astype(np.float32)], 1))
     return res
+
+
+class IOBuffers:
+    """One device buffer per I/O tensor, reused across calls: a call needing more bytes than the
+    buffer holds (a larger batch) frees it and allocates a bigger one, so memory stays bounded by
+    the largest batch seen, whatever the number of calls."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.bufs: Dict[str, Any] = {}
+
+    def get(self, name: str, shape, dtype):
+        need = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
+        buf = self.bufs.get(name)
+        if buf is None or buf.nbytes < need:
+            if buf is not None:
+                buf.free()
+            buf = self.bufs[name] = self.dev.empty(shape, dtype)
+        return buf
+
+    def close(self) -> None:
+        for buf in self.bufs.values():
+            buf.free()
+        self.bufs.clear()
+
+
+def _output_allocator(trt, buffers: IOBuffers):
+    """A trt.IOutputAllocator that hands out the IOBuffers' memory (grown when too small) and
+    records the shape TensorRT reports for each data-dependent output."""
+    base = trt.IOutputAllocator
+
+    class OutputAllocator(base):
+        def __init__(self):
+            base.__init__(self)      # the pybind base must be initialised explicitly
+            self.shapes: Dict[str, tuple] = {}
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):
+            return buffers.get(tensor_name, (max(int(size), 1),), np.uint8).ptr
+
+        def notify_shape(self, tensor_name, shape):
+            self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+    return OutputAllocator()
 
 
 class TrtEngine:
@@ -73,37 +130,57 @@ class TrtEngine:
         if len(self.inputs) != 1:
             raise ValueError(f"{engine_path}: expected one input tensor, found {self.inputs}")
         self.input_name = self.inputs[0]
-        self._out_bufs: Dict[str, Any] = {}
+        self.buffers = IOBuffers(self.dev)
+        self._allocator = None
 
     def _dtype(self, name: str):
         return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
 
     def infer(self, images: np.ndarray, copy_out: bool = True) -> Dict[str, np.ndarray]:
-        """images float32 [B,3,H,W] -> {output name: array}; B within the engine's batch range."""
+        """images float32 [B,3,H,W] -> {output name: array}; B within the engine's batch range.
+        The device buffers are the engine's own and reused (IOBuffers): no allocation per call."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         b = self.side["batch"]
         if not b["min"] <= images.shape[0] <= b["max"]:
             raise ValueError(f"batch {images.shape[0]} is outside the engine's range {b['min']}..{b['max']}")
-        context = self.context
+        context, dev = self.context, self.dev
         context.set_input_shape(self.input_name, tuple(images.shape))
-        d_in = self.dev.from_host(images)
+        d_in = self.buffers.get(self.input_name, images.shape, images.dtype)
+        dev.copy_from_host(d_in, images)
         context.set_tensor_address(self.input_name, d_in.ptr)
-        bufs = {}
+        shapes = {}
         for name in self.outputs:
-            shape = tuple(context.get_tensor_shape(name))
-            key = (name, shape)
-            if key not in self._out_bufs:           # reused across calls of the same batch size
-                self._out_bufs[key] = self.dev.empty(shape, self._dtype(name))
-            bufs[name] = self._out_bufs[key]
-            context.set_tensor_address(name, bufs[name].ptr)
-        if not context.execute_async_v3(self.dev.stream_handle()):
+            shapes[name] = tuple(context.get_tensor_shape(name))
+            if any(d < 0 for d in shapes[name]):    # data-dependent (INMSLayer's rows): TensorRT asks
+                if self._allocator is None:         # for the memory once it knows the size
+                    self._allocator = _output_allocator(self.trt, self.buffers)
+                context.set_output_allocator(name, self._allocator)
+                continue
+            buf = self.buffers.get(name, shapes[name], self._dtype(name))
+            context.set_tensor_address(name, buf.ptr)
+        if not context.execute_async_v3(dev.stream_handle()):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        self.dev.synchronize()
-        self._last_input = d_in         # alive until the stream is done with it
-        return {n: bufs[n].to_host() for n in self.outputs} if copy_out else {}
+        dev.synchronize()
+        if not copy_out:
+            return {}
+        for name, shape in shapes.items():
+            if any(d < 0 for d in shape):
+                shapes[name] = self._allocator.shapes[name]
+        return {n: dev.to_host(self.buffers.bufs[n], shapes[n], self._dtype(n)) for n in self.outputs}
 
-    def detections(self, outputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        return nms_detections(outputs)
+    def close(self) -> None:
+        """Free the device buffers (and the cuda-python stream); the engine is unusable after."""
+        self.buffers.close()
+        self.dev.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def detections(self, outputs: Dict[str, np.ndarray], batch: int = None) -> List[np.ndarray]:
+        return nms_detections(outputs, batch, (self.side.get("nms") or {}).get("max_output_boxes"))
 
 
 class TrtPredictor:

@@ -23,13 +23,13 @@ class EfficientNMSPlugin:
 
     Inputs: boxes [B, N, 4] (or [B, N, 1, 4]) and scores [B, N, C]. Candidates are the
     (box, class) pairs with score >= score_threshold (background class skipped), sorted by
-    score (ties keep input order: box-major, class-minor), the best 4096 kept; a candidate
+    score (ties keep input order: box-major, class-minor), the best 5000 kept; a candidate
     is dropped when its IoU with an already kept one of the same class (any class when
     class_agnostic) is >= iou_threshold. Outputs, zero-filled past num_detections:
     num_detections [B,1] int32, detection_boxes [B,K,4] (x1,y1,x2,y2 whatever the input
     coding), detection_scores [B,K], detection_classes [B,K] int32.
     """
-    NUM_SELECTED = 4096
+    NUM_SELECTED = 5000      # candidates kept after the score threshold, per image
     _FIELDS = {"score_threshold": float, "iou_threshold": float, "max_output_boxes": int,
                "background_class": int, "score_activation": int, "class_agnostic": int,
                "box_coding": int}

@@ -24,15 +24,16 @@ from typing import Dict, List
 
 import numpy as np
 
-from .numpy_core import (API_LOG, ActivationType, DataType, ElementWiseOperation, GatherMode,  # noqa: F401
-                         ILayer, ITensor, InterpolationMode, LayerType, NetworkDefinitionCreationFlag,
-                         NetworkDefinitionError, PaddingMode, PluginFieldType, PoolingType,
-                         ResizeCoordinateTransformation, ResizeRoundMode, ResizeSelector, ScaleMode,
-                         TensorRTPhase, Weights, __version__, _api, _dims, clear_api_log, float16,
-                         float32, int8, int32, int64, nptype, uint8)
+from .numpy_core import (API_LOG, CREATION_FLAG_VALUES, ActivationType, BoundingBoxFormat,  # noqa: F401
+                         DataType, ElementWiseOperation, GatherMode, ILayer, ITensor, InterpolationMode,
+                         LayerType, NetworkDefinitionCreationFlag, NetworkDefinitionError, PaddingMode,
+                         PluginFieldType, PoolingType, ResizeCoordinateTransformation, ResizeRoundMode,
+                         ResizeSelector, ScaleMode, TensorRTPhase, Weights, __version__, _api, _dims,
+                         clear_api_log, creation_flag_enum, float16, float32, int8, int32, int64, nptype,
+                         uint8)
 from .numpy_layers import (IActivationLayer, ICastLayer, IConcatenationLayer, IConstantLayer,  # noqa: F401
-                           IConvolutionLayer, IElementWiseLayer, IGatherLayer, IPoolingLayer, IResizeLayer,
-                           IScaleLayer, IShuffleLayer)
+                           IConvolutionLayer, IElementWiseLayer, IGatherLayer, INMSLayer, IPoolingLayer,
+                           IResizeLayer, IScaleLayer, IShuffleLayer)
 from .numpy_plugins import (EfficientNMSPlugin, IPluginCreator, IPluginCreatorV3One,  # noqa: F401
                             IPluginRegistry, IPluginV2Layer, PluginField, PluginFieldCollection,
                             get_plugin_registry, init_libnvinfer_plugins)
@@ -42,19 +43,31 @@ class NumpyNetwork:
     """INetworkDefinition with TensorRT's argument names; ``run`` executes it in NumPy."""
     _TRT_CLASS = "INetworkDefinition"
 
-    def __init__(self, flags: int = 0, float64: bool = False):
+    def __init__(self, flags: int = 0, float64: bool = False, major: int = 10):
         """``float64``: run FLOAT tensors in double precision (outputs still come back as
-        float32), so a comparison measures the other side's rounding, not this one's."""
+        float32), so a comparison measures the other side's rounding, not this one's.
+        ``major``: the TensorRT version whose flag bits ``flags`` uses."""
         self._float64 = float64
         self._layers: List[ILayer] = []
         self._inputs: List[ITensor] = []
         self._outputs: List[ITensor] = []
-        self._strongly_typed = bool(flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED.value))
+        bits = CREATION_FLAG_VALUES[major]
+        unknown = flags & ~sum(1 << v for v in bits.values())
+        if unknown:
+            raise NetworkDefinitionError(f"create_network flags {flags:#x}: bits {unknown:#x} are no "
+                                         f"NetworkDefinitionCreationFlag of TensorRT {major}")
+        self._strongly_typed = bool(flags & (1 << bits["STRONGLY_TYPED"]))
         self._version = 0
         self.name = "numpy_network"
 
     # -- graph construction (TensorRT 10 names and argument order)
     def _add(self, layer: ILayer) -> ILayer:
+        if not self._float64:
+            for what in ("kernel", "bias", "weights", "shift", "scale", "power"):
+                w = getattr(layer, what, None)
+                if isinstance(w, np.ndarray) and w.dtype == np.float64:
+                    raise NetworkDefinitionError(f"{layer.name}: {what} is float64, which TensorRT "
+                                                 "weights cannot be (float32, float16, int8, int32, ...)")
         self._layers.append(layer)
         layer._on_add()
         return layer
@@ -122,6 +135,14 @@ class NumpyNetwork:
         return self._add(IGatherLayer(self, input, indices, axis))
 
     @_api("INetworkDefinition")
+    def add_gather_v2(self, input, indices, mode):
+        return self._add(IGatherLayer(self, input, indices, 0, mode))
+
+    @_api("INetworkDefinition")
+    def add_nms(self, boxes, scores, max_output_boxes_per_class):
+        return self._add(INMSLayer(self, boxes, scores, max_output_boxes_per_class))
+
+    @_api("INetworkDefinition")
     def add_plugin_v2(self, inputs, plugin):
         return self._add(IPluginV2Layer(self, inputs, plugin))
 
@@ -164,8 +185,9 @@ class NumpyNetwork:
         if len(set(names)) != len(names):
             raise NetworkDefinitionError(f"network inputs/outputs need distinct names, got {names}")
 
-    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Execute on concrete inputs; returns every marked output by name."""
+    def run(self, feeds: Dict[str, np.ndarray], raw: bool = False) -> Dict[str, np.ndarray]:
+        """Execute on concrete inputs; returns every marked output by name (in its TensorRT
+        type, or with ``raw`` as computed: float64 in a float64 network)."""
         self._check_names()
         vals: Dict[int, np.ndarray] = {}
         for t in self._inputs:
@@ -175,21 +197,27 @@ class NumpyNetwork:
             if a.ndim != len(t.shape) or any(d >= 0 and d != s for d, s in zip(t.shape, a.shape)):
                 raise ValueError(f"input {t.name!r}: shape {a.shape} does not fit {t.shape}")
             vals[id(t)] = a.astype(self._np(t.dtype), copy=False)
-        for layer in self._layers:
-            ins = []
-            for t in layer._inputs:
-                if id(t) not in vals:
-                    raise NetworkDefinitionError(f"{layer.name}: input {t.name!r} is not computed "
-                                                 "before this layer")
-                ins.append(vals[id(t)])
-            for t, y in zip(layer._outputs, layer._run(ins)):
-                vals[id(t)] = y
+        pending = list(self._layers)    # TensorRT orders layers by their inputs, not by when they were added
+        while pending:
+            ready = [layer for layer in pending if all(t is None or id(t) in vals for t in layer._inputs)]
+            if not ready:
+                layer = pending[0]
+                t = next(t for t in layer._inputs if t is not None and id(t) not in vals)
+                raise NetworkDefinitionError(f"{layer.name}: input {t.name!r} is never computed (a cycle, "
+                                             "or a tensor of no layer)")
+            for layer in ready:
+                ins = [None if t is None else vals[id(t)] for t in layer._inputs]
+                for t, y in zip(layer._outputs, layer._run(ins)):
+                    vals[id(t)] = y
+            pending = [layer for layer in pending if layer not in ready]
         missing = [t.name for t in self._outputs if id(t) not in vals]
         if missing:
             raise NetworkDefinitionError(f"outputs never computed: {missing}")
+        if raw:
+            return {t.name: vals[id(t)] for t in self._outputs}
         return {t.name: vals[id(t)].astype(nptype(t.dtype), copy=False) for t in self._outputs}
 
 
-def create_network(flags: int = 0, float64: bool = False) -> NumpyNetwork:
+def create_network(flags: int = 0, float64: bool = False, major: int = 10) -> NumpyNetwork:
     """What ``trt.Builder(logger).create_network(flags)`` gives on a GPU machine."""
-    return NumpyNetwork(flags, float64)
+    return NumpyNetwork(flags, float64, major)

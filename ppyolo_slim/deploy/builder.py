@@ -30,16 +30,27 @@ from ppyolo_slim.model.weights import CheckpointError, ModelMeta
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output"
+# EfficientNMS_TRT's outputs (fixed shapes, zero rows past num_detections)
 NMS_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+# INMSLayer's (data-dependent row count M, sorted by image, then score decreasing)
+NMS_LAYER_OUTPUTS = ("nms_indices", "nms_boxes", "nms_scores")
+NMS_TOPK = 5000        # candidates per image both keep (INMSLayer's default topk_box_limit)
 
 
 @dataclass
 class NMSOptions:
-    """EfficientNMS_TRT inside the engine (scores = objectness x class probability)."""
+    """NMS inside the engine (scores = objectness x class probability).
+
+    ``backend``: ``layer`` = INetworkDefinition.add_nms (INMSLayer, ONNX NonMaxSuppression
+    semantics: a box is a candidate when its score > score_threshold, and is kept when its IoU
+    with every kept box of its class is <= iou_threshold; at most ``max_output_boxes`` per class,
+    the runtime keeps the best ``max_output_boxes`` per image); ``plugin`` = EfficientNMS_TRT
+    (deprecated since TensorRT 10.12); ``auto``: the layer when the network has add_nms."""
     score_threshold: float = 0.25
     iou_threshold: float = 0.45
     max_output_boxes: int = 100
     class_agnostic: bool = False
+    backend: str = "auto"
 
 
 @dataclass
@@ -49,6 +60,7 @@ class BuildOptions:
     dynamic_batch: bool = False               # batch dimension -1 (needs an optimisation profile)
     fp16_graph: bool = False                  # strongly typed FP16: weights, constants and tensors in half
     bn_as_scale: bool = False                 # BN as an IScaleLayer (tensorrtx style) instead of folded
+    float64_weights: bool = False             # the CPU check's exact comparison only (TensorRT has no float64)
     nms: Optional[NMSOptions] = None
 
 
@@ -62,6 +74,7 @@ class BuiltNetwork:
     names: List[str]
     num_layers: int
     keep: List[np.ndarray] = field(default_factory=list, repr=False)  # weights TensorRT points at
+    nms_backend: Optional[str] = None     # "layer" (INMSLayer) or "plugin" (EfficientNMS_TRT)
 
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], ModelMeta]:
@@ -87,9 +100,9 @@ class _Emitter:
 
     def __init__(self, network, trt, state: Mapping[str, np.ndarray], net: NetSpec, opts: BuildOptions):
         self.network, self.trt, self.state, self.net, self.opts = network, trt, state, net, opts
-        self.wdtype = np.float16 if opts.fp16_graph else np.float32
+        self.wdtype = np.float16 if opts.fp16_graph else (np.float64 if opts.float64_weights else np.float32)
         self.keep: List[np.ndarray] = []
-        self.eps = _bn_eps()
+        self.eps = float(np.float32(_bn_eps()))   # Paddle's batch_norm holds epsilon as a float32 attribute
 
     # -- helpers
     def weights(self, a: np.ndarray, dtype=None):
@@ -115,6 +128,10 @@ class _Emitter:
     def constant(self, a: np.ndarray, name: str, dtype=None):
         layer = self.network.add_constant(a.shape, self.weights(a, dtype))
         return self.out(layer, name)
+
+    def decode_constant(self, a: np.ndarray, name: str):
+        """Detect's decode constants: float32 even in the FP16 graph (float64 in the exact check)."""
+        return self.constant(a, name, dtype=np.float64 if self.opts.float64_weights else np.float32)
 
     def elementwise(self, a, b, op, name: str):
         return self.out(self.network.add_elementwise(a, b, op), name)
@@ -211,6 +228,8 @@ class _Emitter:
             bias = self.param(f"{name}.bias", (c_out,))
             conv = self.network.add_convolution_nd(xs[i], c_out, (1, 1), self.weights(wt), self.weights(bias))
             y = self.out(conv, name)
+            if self.opts.fp16_graph:     # the decode runs in FP32: half spacing is 0.5 px at 700 px
+                y = self.out(self.network.add_cast(y, trt.float32), f"{name}.to_float")
             stride = int(net.strides[i])
             ny, nx = h // stride, w // stride
             y = self.shuffle(y, f"{name}.to_bahwc", reshape=(0, na, no, ny, nx), second=(0, 1, 3, 4, 2))
@@ -227,28 +246,81 @@ class _Emitter:
             keep[..., 4:] = 1.0
 
             prod, add = trt.ElementWiseOperation.PROD, trt.ElementWiseOperation.SUM
-            two = self.constant(np.full((1, 1, 1, 1, 1), 2.0), f"{name}.two")
+            c = self.decode_constant
+            two = c(np.full((1, 1, 1, 1, 1), 2.0), f"{name}.two")
             y2 = self.elementwise(y, two, prod, f"{name}.y2")
-            xy = self.elementwise(self.elementwise(y2, self.constant(grid, f"{name}.grid"), add, f"{name}.xy0"),
-                                  self.constant(scale_xy, f"{name}.stride"), prod, f"{name}.xy")
+            xy = self.elementwise(self.elementwise(y2, c(grid, f"{name}.grid"), add, f"{name}.xy0"),
+                                  c(scale_xy, f"{name}.stride"), prod, f"{name}.xy")
             wh = self.elementwise(self.elementwise(y2, y2, prod, f"{name}.wh0"),
-                                  self.constant(anchor, f"{name}.anchor_grid"), prod, f"{name}.wh")
-            rest = self.elementwise(y, self.constant(keep, f"{name}.keep"), prod, f"{name}.rest")
+                                  c(anchor, f"{name}.anchor_grid"), prod, f"{name}.wh")
+            rest = self.elementwise(y, c(keep, f"{name}.keep"), prod, f"{name}.rest")
             dec = self.elementwise(self.elementwise(xy, wh, add, f"{name}.xywh"), rest, add, f"{name}.decoded")
             outs.append(self.shuffle(dec, f"{name}.flat", reshape=(0, -1, no)))
         return self.concat(outs, f"{r.name}.cat")
 
     def nms(self, pred, nc: int, o: NMSOptions):
-        """EfficientNMS_TRT on boxes [B,N,4] (cx,cy,w,h) and scores = obj * cls [B,N,nc].
-        Slices are gathers with constant indices, which work with a dynamic batch."""
-        trt = self.trt
+        """(backend, output tensors): INMSLayer where the network has add_nms, else EfficientNMS_TRT."""
+        if o.backend not in ("auto", "layer", "plugin"):
+            raise ValueError(f"NMS backend must be auto, layer or plugin, got {o.backend!r}")
+        has_layer = hasattr(self.network, "add_nms")
+        if o.backend == "layer" and not has_layer:
+            raise RuntimeError("this TensorRT has no INetworkDefinition.add_nms (INMSLayer): use the plugin")
+        if o.backend == "plugin" or not has_layer or (o.backend == "auto" and o.class_agnostic):
+            return "plugin", self.nms_plugin(pred, nc, o)
+        return "layer", self.nms_layer(pred, nc, o)
 
+    def _nms_inputs(self, pred, nc: int):
+        """Boxes [B,N,4] (cx,cy,w,h) and scores = obj * cls [B,N,nc], by gathers with constant
+        indices (which work with a dynamic batch)."""
         def pick(idx, name):
             ind = self.constant(np.asarray(idx), f"nms.{name}.idx", dtype=np.int32)
             return self.out(self.network.add_gather(pred, ind, 2), f"nms.{name}")
 
         boxes, obj, cls = pick([0, 1, 2, 3], "boxes"), pick([4], "obj"), pick(list(range(5, 5 + nc)), "cls")
-        scores = self.elementwise(cls, obj, trt.ElementWiseOperation.PROD, "nms.scores")
+        return boxes, self.elementwise(cls, obj, self.trt.ElementWiseOperation.PROD, "nms.scores")
+
+    def nms_layer(self, pred, nc: int, o: NMSOptions):
+        """INMSLayer on corner boxes (x1,y1,x2,y2 = cx,cy -+ w,h / 2), then the kept rows' boxes and
+        scores by ND gathers. Class-agnostic NMS: one score column, the max over classes, whose
+        class is not known to the layer; so agnostic needs the plugin."""
+        trt = self.trt
+        if o.class_agnostic:
+            raise ValueError("class-agnostic NMS inside the engine needs the EfficientNMS_TRT plugin "
+                             "(--nms-backend plugin): INMSLayer suppresses per class")
+        boxes, scores = self._nms_inputs(pred, nc)
+
+        def take(t, idx, name, axis):
+            ind = self.constant(np.asarray(idx), f"nms.{name}.idx", dtype=np.int32)
+            return self.out(self.network.add_gather(t, ind, axis), f"nms.{name}")
+
+        c = self.decode_constant
+        centre = take(boxes, [0, 1, 0, 1], "centre", 2)
+        size = take(boxes, [2, 3, 2, 3], "size", 2)
+        half = self.elementwise(size, c(np.array([[[-0.5, -0.5, 0.5, 0.5]]]), "nms.half"),
+                                trt.ElementWiseOperation.PROD, "nms.half_size")
+        corners = self.elementwise(centre, half, trt.ElementWiseOperation.SUM, "nms.corners")
+        per_class = self.constant(np.array(int(o.max_output_boxes), np.int32), "nms.max_per_class",
+                                  dtype=np.int32)
+        iou = c(np.array(float(o.iou_threshold)), "nms.iou_threshold")
+        score = c(np.array(float(o.score_threshold)), "nms.score_threshold")
+        layer = self.network.add_nms(corners, scores, per_class)
+        layer.bounding_box_format = trt.BoundingBoxFormat.CORNER_PAIRS
+        layer.topk_box_limit = NMS_TOPK
+        layer.set_input(3, iou)
+        layer.set_input(4, score)
+        layer.name = "nms.layer"
+        sel = layer.get_output(0)                       # [M, 3]: (image, class, box)
+        gather_nd = trt.GatherMode.ND
+        img_box = take(sel, [0, 2], "image_box", 1)
+        img_box_cls = take(sel, [0, 2, 1], "image_box_class", 1)
+        det_boxes = self.out(self.network.add_gather_v2(corners, img_box, gather_nd), "nms.kept_boxes")
+        det_scores = self.out(self.network.add_gather_v2(scores, img_box_cls, gather_nd), "nms.kept_scores")
+        return [sel, det_boxes, det_scores]
+
+    def nms_plugin(self, pred, nc: int, o: NMSOptions):
+        """EfficientNMS_TRT v1 on boxes [B,N,4] (cx,cy,w,h) and scores [B,N,nc]."""
+        trt = self.trt
+        boxes, scores = self._nms_inputs(pred, nc)
 
         def field(name, value, kind):
             if kind == "f":
@@ -309,8 +381,10 @@ def build_network(network, trt, state: Mapping[str, np.ndarray], meta: ModelMeta
     ``network``: an empty INetworkDefinition (explicit batch; created STRONGLY_TYPED when
     ``opts.fp16_graph``) or a NumpyNetwork. ``trt``: the module its enums come from.
     Output (no NMS): ``output`` [B, N, 5+nc] float32 = the Paddle model's eval output.
-    With NMS: num_detections [B,1] int32, detection_boxes [B,K,4] x1y1x2y2 float32,
-    detection_scores [B,K] float32, detection_classes [B,K] int32.
+    With NMS by INMSLayer: nms_indices [M,3] int32 (image, class, box), nms_boxes [M,4] x1y1x2y2
+    float32, nms_scores [M] float32 (M known after execution). By EfficientNMS_TRT:
+    num_detections [B,1] int32, detection_boxes [B,K,4] x1y1x2y2 float32, detection_scores [B,K]
+    float32, detection_classes [B,K] int32.
     """
     net = netspec_for(meta)
     opts = opts or BuildOptions()
@@ -337,17 +411,17 @@ def build_network(network, trt, state: Mapping[str, np.ndarray], meta: ModelMeta
         saved[r.spec.index] = emit(e, r, [saved[s] for s in r.spec.src])
     pred = saved[layers[-1].spec.index]
 
+    nms_backend = None
     if opts.nms is None:
-        results = [(OUTPUT_NAME, pred, True)]
+        results = [(OUTPUT_NAME, pred)]
     else:
-        nmsd = e.nms(pred, net.nc, opts.nms)
-        results = [(n, t, k in (1, 2)) for k, (n, t) in enumerate(zip(NMS_OUTPUTS, nmsd))]
+        nms_backend, nmsd = e.nms(pred, net.nc, opts.nms)
+        names = NMS_OUTPUTS if nms_backend == "plugin" else NMS_LAYER_OUTPUTS
+        results = list(zip(names, nmsd))
     outputs = []
-    for name, t, is_float in results:
-        if opts.fp16_graph and is_float:
-            t = e.out(network.add_cast(t, trt.float32), f"{name}.to_float")
+    for name, t in results:       # float outputs are float32 in the FP16 graph too (decode in FP32)
         t.name = name
         network.mark_output(t)
         outputs.append((name, tuple(t.shape)))
     return BuiltNetwork(INPUT_NAME, (batch, 3, h, w), outputs, meta.nc, list(meta.names),
-                        network.num_layers, e.keep)
+                        network.num_layers, e.keep, nms_backend)

@@ -6,8 +6,9 @@ Real TensorRT is recognised by ``tensorrt.Builder``.
 
 TensorRT 11 builds only strongly typed networks: BuilderFlag.FP16/INT8 and the INT8
 calibrators are gone, precision is the tensors' types. Here that means FP32 and FP16
-(an FP16 graph: half weights, a cast after the input and before the outputs) work on both
-majors; INT8 needs TensorRT 10 (implicit quantization with an entropy calibrator).
+(the same strongly typed FP16 graph on both majors: half weights, a cast after the input,
+the box decode cast back to FP32) work on both; INT8 needs TensorRT 10 (implicit
+quantization with an entropy calibrator).
 """
 from __future__ import annotations
 
@@ -116,15 +117,21 @@ def require_tensorrt_and_gpu():
 
 
 def precision_plan(trt, fp16: bool, int8: bool, strongly_typed: Optional[bool] = None) -> dict:
-    """How to get the requested precision on this TensorRT: builder flags (10.x, weakly
-    typed) or an FP16 graph (strongly typed: always on 11.x, optional on 10.x)."""
+    """How to get the requested precision on this TensorRT.
+
+    FP16 is always the strongly typed FP16 graph (half weights and tensors, casts at the input
+    and before the box decode, which stays FP32), on TensorRT 10 and 11 alike: the network
+    ``--check --fp16`` runs is then the one TensorRT builds (BuilderFlag.FP16 on a weakly typed
+    network is deprecated since 10.12 and gone in 11). FP32 is weakly typed on TensorRT 10
+    (strongly typed with ``strongly_typed``), strongly typed on 11. INT8 is implicit
+    quantization with a calibrator: TensorRT 10 only, weakly typed, FP16 flag as fallback."""
     major = trt_major(trt)
-    typed = major >= 11 if strongly_typed is None else (strongly_typed or major >= 11)
-    if int8 and typed:
+    if int8 and (major >= 11 or strongly_typed):
         raise TensorRTUnavailable(
             f"INT8 needs implicit quantization with a calibrator, which TensorRT {trt.__version__} "
             "does not have in strongly typed networks (TensorRT 11 removed it): use TensorRT 10 "
             "without --strongly-typed, or quantize explicitly (Q/DQ) outside this tool")
-    return {"strongly_typed": typed, "fp16_graph": bool(fp16 and typed),
-            "fp16_flag": bool((fp16 or int8) and not typed), "int8_flag": bool(int8),
+    typed = not int8 and (fp16 or major >= 11 or bool(strongly_typed))
+    return {"strongly_typed": typed, "fp16_graph": bool(fp16 and not int8),
+            "fp16_flag": bool(int8), "int8_flag": bool(int8),
             "precision": "int8" if int8 else ("fp16" if fp16 else "fp32")}

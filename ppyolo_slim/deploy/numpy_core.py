@@ -74,6 +74,8 @@ def nptype(dt: DataType):
 
 
 def _dtype_of(a: np.ndarray) -> DataType:
+    if a.dtype == np.float64:   # only a float64 stand-in network accepts these (NumpyNetwork._add)
+        return DataType.FLOAT
     for k, v in _NP.items():
         if a.dtype == v:
             return k
@@ -139,11 +141,33 @@ class PaddingMode(_TrtEnum):
 
 class GatherMode(_TrtEnum):
     DEFAULT = 0
+    ELEMENT = 1
+    ND = 2
 
 
-class NetworkDefinitionCreationFlag(_TrtEnum):
-    EXPLICIT_BATCH = 0
-    STRONGLY_TYPED = 1
+class BoundingBoxFormat(_TrtEnum):
+    CORNER_PAIRS = 0
+    CENTER_SIZES = 1
+
+
+# NetworkDefinitionCreationFlag's values differ between majors: 10.13 from tensorrt-stubs;
+# 11.x from the 11.x headers (EXPLICIT_BATCH removed and the rest renumbered: bit 1, which is
+# STRONGLY_TYPED on 10, is PREFER_JIT_PYTHON_PLUGINS on 11). The 11.4 bindings wheel confirms the
+# member names (no EXPLICIT_BATCH) but holds the values only in compiled code (deploy/README.md).
+CREATION_FLAG_VALUES = {
+    10: {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1, "PREFER_JIT_PYTHON_PLUGINS": 2, "PREFER_AOT_PYTHON_PLUGINS": 3},
+    11: {"STRONGLY_TYPED": 0, "PREFER_JIT_PYTHON_PLUGINS": 1, "PREFER_AOT_PYTHON_PLUGINS": 2},
+}
+
+
+def creation_flag_enum(major: int = 10):
+    """trt.NetworkDefinitionCreationFlag as TensorRT ``major`` defines it."""
+    if major not in CREATION_FLAG_VALUES:
+        raise ValueError(f"no NetworkDefinitionCreationFlag values known for TensorRT {major}")
+    return _TrtEnum("NetworkDefinitionCreationFlag", CREATION_FLAG_VALUES[major])
+
+
+NetworkDefinitionCreationFlag = creation_flag_enum(10)
 
 
 class PluginFieldType(_TrtEnum):

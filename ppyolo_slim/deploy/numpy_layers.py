@@ -6,7 +6,7 @@ from typing import Tuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .numpy_core import (ActivationType, DataType, ElementWiseOperation, GatherMode, ILayer, InterpolationMode,
+from .numpy_core import (API_LOG, ActivationType, BoundingBoxFormat, DataType, ElementWiseOperation, GatherMode, ILayer, InterpolationMode,
                          PaddingMode, PoolingType, ResizeCoordinateTransformation,
                          ResizeRoundMode, ResizeSelector, ScaleMode, _as_weights, _compute, _dims, _dtype_of)
 
@@ -491,26 +491,110 @@ class ICastLayer(ILayer):
         return [self._store(xs[0], self.to_type)]
 
 
+
+
 class IGatherLayer(ILayer):
-    """GatherMode.DEFAULT: output shape = data.shape[:axis] + indices.shape + data.shape[axis+1:]."""
+    """GatherMode.DEFAULT: output shape = data.shape[:axis] + indices.shape + data.shape[axis+1:].
+    GatherMode.ND (num_elementwise_dims 0): the last dim of indices (q) indexes data's first q
+    dims; output shape = indices.shape[:-1] + data.shape[q:]."""
     _TRT_CLASS = "IGatherLayer"
 
-    def __init__(self, network, input, indices, axis):
+    def __init__(self, network, input, indices, axis, mode=GatherMode.DEFAULT):
         super().__init__(network, [input, indices])
         object.__setattr__(self, "axis", int(axis))
-        object.__setattr__(self, "mode", GatherMode.DEFAULT)
+        object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "num_elementwise_dims", 0)
 
     def _infer(self):
         data, idx = self._inputs
         if idx.dtype not in (DataType.INT32, DataType.INT64):
             raise self._err(f"indices must be INT32 or INT64, got {idx.dtype.name}")
+        if self.mode == GatherMode.ND:
+            q = idx.shape[-1]
+            if self.num_elementwise_dims != 0 or q < 0 or q > len(data.shape):
+                raise self._err(f"ND gather of {data.shape} with indices {idx.shape} is not emulated")
+            return [(idx.shape[:-1] + data.shape[q:], data.dtype)]
+        if self.mode != GatherMode.DEFAULT:
+            raise NotImplementedError(f"gather mode {self.mode}")
         ax = self.axis
         return [(data.shape[:ax] + idx.shape + data.shape[ax + 1:], data.dtype)]
 
     def _run(self, xs):
         data, idx = xs
+        self._inferred()
+        if self.mode == GatherMode.ND:
+            q = idx.shape[-1]
+            for d in range(q):
+                if np.any(idx[..., d] < 0) or np.any(idx[..., d] >= data.shape[d]):
+                    raise self._err(f"ND index out of range for dim {d} of size {data.shape[d]}")
+            return [data[tuple(idx[..., d] for d in range(q))]]
         n = data.shape[self.axis]
         if np.any(idx < -n) or np.any(idx >= n):
             raise self._err(f"index out of range for axis {self.axis} of size {n}")
         return [np.take(data, idx, axis=self.axis)]
+
+
+class INMSLayer(ILayer):
+    """add_nms, with the semantics INMSLayer documents (those of ONNX NonMaxSuppression):
+    per image and class, boxes with score > ScoreThreshold are candidates (the best
+    ``topk_box_limit`` per image over all classes), visited by decreasing score; one is
+    selected when its IoU with every box already selected for that class is <= IoUThreshold,
+    up to MaxOutputBoxesPerClass. Outputs: SelectedIndices [M, 3] int32 (image, class, box),
+    sorted by image, then by decreasing score (ties: box order, then class order; TensorRT
+    leaves ties unspecified), and NumOutputBoxes, a 0-D int32. Optional inputs 3 (IoU) and 4
+    (score threshold) default to 0."""
+    _TRT_CLASS = "INMSLayer"
+    _N_OUT = 2
+
+    def __init__(self, network, boxes, scores, max_output_boxes_per_class):
+        super().__init__(network, [boxes, scores, max_output_boxes_per_class])
+        object.__setattr__(self, "bounding_box_format", BoundingBoxFormat.CORNER_PAIRS)
+        object.__setattr__(self, "topk_box_limit", 5000)
+
+    def set_input(self, index, tensor):
+        if index not in (3, 4):
+            return super().set_input(index, tensor)
+        API_LOG.append((self._TRT_CLASS, "set_input", 2, ()))
+        while len(self._inputs) <= index:
+            self._inputs.append(None)
+        self._inputs[index] = tensor
+        self._network._version += 1
+
+    def _infer(self):
+        boxes, scores = self._inputs[0], self._inputs[1]
+        if len(boxes.shape) != 3 or boxes.shape[-1] != 4 or len(scores.shape) != 3:
+            raise self._err(f"boxes must be [B, N, 4] and scores [B, N, C], got {boxes.shape}, {scores.shape}")
+        if boxes.dtype != scores.dtype:
+            raise self._err("boxes and scores must have the same type")
+        for t in self._inputs[2:]:
+            if t is not None and t.shape != ():
+                raise self._err(f"{t.name!r}: the NMS limit and thresholds are 0-D tensors, got {t.shape}")
+        if not 0 < self.topk_box_limit <= 5000:
+            raise self._err(f"topk_box_limit {self.topk_box_limit} must be in 1..5000")
+        return [((-1, 3), DataType.INT32), ((), DataType.INT32)]
+
+    def _run(self, xs):
+        self._inferred()
+        boxes, scores, per_class = xs[0], xs[1], int(xs[2])
+        iou_thr = float(xs[3]) if len(xs) > 3 and xs[3] is not None else 0.0
+        score_thr = float(xs[4]) if len(xs) > 4 and xs[4] is not None else 0.0
+        from .numpy_plugins import _iou
+        b = boxes.astype(np.float64)
+        if self.bounding_box_format == BoundingBoxFormat.CENTER_SIZES:
+            b = np.concatenate([b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2], -1)
+        rows = []
+        n_cls = scores.shape[2]
+        for i in range(scores.shape[0]):
+            s = scores[i].astype(np.float64).reshape(-1)          # index = box * C + class
+            cand = np.nonzero(s > score_thr)[0]
+            cand = cand[np.argsort(-s[cand], kind="stable")][:self.topk_box_limit]
+            kept = {c: [] for c in range(n_cls)}
+            for k in cand:
+                box, c = int(k // n_cls), int(k % n_cls)
+                if len(kept[c]) >= per_class:
+                    continue
+                if kept[c] and np.any(_iou(b[i, box], b[i, kept[c]]) > iou_thr):
+                    continue
+                kept[c].append(box)
+                rows.append((i, c, box))
+        return [np.asarray(rows, np.int32).reshape(-1, 3), np.asarray(len(rows), np.int32)]

@@ -77,7 +77,11 @@ class CalibratorLogic:
             b = next(self._it)
         except StopIteration:
             return None          # tells TensorRT calibration is over
-        self._current = self.device.from_host(b)
+        cur = self._current
+        if cur is not None and hasattr(self.device, "copy_from_host") and cur.nbytes >= b.nbytes:
+            self.device.copy_from_host(cur, b)       # one device buffer for the whole calibration
+        else:
+            self._current = self.device.from_host(b)
         self.seen += 1
         if self.log:
             self.log(f"calibration batch {self.seen}/{len(self.batches)}")

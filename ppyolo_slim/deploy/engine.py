@@ -1,10 +1,10 @@
 """Build a serialized TensorRT engine (``.engine`` + ``.engine.json`` sidecar) on a GPU machine.
 
-TensorRT 10 API: ``Builder.create_network`` (explicit batch is the only mode),
+TensorRT 10/11 API: ``Builder.create_network`` (explicit batch is the only mode),
 ``build_serialized_network``, named I/O tensors, an optimisation profile for a dynamic
-batch, ``set_memory_pool_limit`` for the workspace. FP16/INT8 via builder flags on a
-weakly typed TensorRT 10 network; on TensorRT 11 (or ``--strongly-typed``) FP16 is an
-FP16 graph and INT8 is refused (see trt_compat.precision_plan).
+batch, ``set_memory_pool_limit`` for the workspace, TF32 cleared unless asked for. FP16 is
+the strongly typed FP16 graph on both majors; INT8 (TensorRT 10 only) uses builder flags on
+a weakly typed network (see trt_compat.precision_plan).
 
 NEVER RUN on the machines this was written on (no GPU, no TensorRT): see deploy/README.md.
 """
@@ -38,6 +38,7 @@ class EngineOptions:
     calib_batch: int = 8
     calib_images: int = 512
     bn_as_scale: bool = False
+    tf32: bool = False           # TensorRT enables TF32 by default; off, so that "fp32" is FP32
     verbose: bool = False
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +64,8 @@ def build_engine(weights: str, engine_path: str, o: EngineOptions, log=print) ->
     network = builder.create_network(flags)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(o.workspace_gib * (1 << 30)))
+    if not o.tf32:      # TF32 rounds conv inputs to 10-bit mantissas: a Paddle comparison would fail
+        config.clear_flag(trt.BuilderFlag.TF32)
 
     dyn = o.dynamic
     bopts = BuildOptions(img_size=o.img_size, batch=o.batch, dynamic_batch=dyn is not None,
@@ -79,9 +82,9 @@ def build_engine(weights: str, engine_path: str, o: EngineOptions, log=print) ->
         profile.set_shape(built.input_name, (lo, 3, h, w), (opt, 3, h, w), (hi, 3, h, w))
         config.add_optimization_profile(profile)
 
-    if plan["fp16_flag"]:
-        if not getattr(builder, "platform_has_fast_fp16", True):   # a property; gone in TensorRT 11
-            log("warning: this GPU has no fast FP16; the engine may not be faster than FP32")
+    if plan["fp16_graph"] and not getattr(builder, "platform_has_fast_fp16", True):   # gone in TensorRT 11
+        log("warning: this GPU has no fast FP16; the engine may not be faster than FP32")
+    if plan["fp16_flag"]:      # INT8 on TensorRT 10 only: FP16 as the fallback of layers left unquantized
         config.set_flag(trt.BuilderFlag.FP16)
     calibrator = None
     if plan["int8_flag"]:
@@ -100,13 +103,14 @@ def build_engine(weights: str, engine_path: str, o: EngineOptions, log=print) ->
         "format": SIDECAR_FORMAT, "engine": os.path.basename(engine_path),
         "weights": os.path.abspath(weights), "tensorrt_version": str(trt.__version__),
         "tensorrt_major": trt_major(trt), "gpu": gpu, "precision": plan["precision"],
-        "strongly_typed": plan["strongly_typed"], "img_size": [h, w],
+        "strongly_typed": plan["strongly_typed"], "tf32": bool(o.tf32), "img_size": [h, w],
         "input": {"name": built.input_name, "shape": list(built.input_shape), "dtype": "float32"},
         "outputs": [{"name": n, "shape": list(s)} for n, s in built.outputs],
         "batch": {"min": dyn[0], "opt": dyn[1], "max": dyn[2]} if dyn else
                  {"min": o.batch, "opt": o.batch, "max": o.batch},
         "nc": built.nc, "names": built.names, "anchors": meta.anchors,
-        "nms": None if o.nms is None else vars(o.nms), "layers": built.num_layers,
+        "nms": None if o.nms is None else dict(vars(o.nms), backend_used=built.nms_backend),
+        "layers": built.num_layers,
         "build_seconds": round(time.time() - t0, 1), "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **o.extra,
     }
