@@ -203,3 +203,17 @@ def test_o_takes_repeated_flags_and_paddledetection_lists(tool, required):
         want = [x for x in form if x != "-o"]
         assert parse(required + form + ["--output", "o"]).opt == want, form
     assert parse(required).opt == []
+
+
+def test_sensitivity_layers_match_whole_names_not_prefixes():
+    from ppyolo_slim.slim.pruner import BNScalePruner
+    from ppyolo_slim.slim.sensitivity import select_groups
+    groups = BNScalePruner(sparse_like(), trace_size=S).groups
+    labels = [g.label.split(" ")[0] for g in groups]
+    assert any(lb.startswith(("model.20.", "model.23.")) for lb in labels)   # what a prefix would catch
+    picked = [g.label.split(" ")[0] for g in select_groups(groups, ["model.2", "model.9"])]
+    assert picked and all(lb.startswith(("model.2.", "model.9.")) for lb in picked), picked
+    assert set(picked) == {lb for lb in labels if lb.startswith(("model.2.", "model.9."))}
+    assert [g.label for g in select_groups(groups, ["model.9.cv1"])] == ["model.9.cv1"]
+    with pytest.raises(ValueError, match="model.99"):
+        select_groups(groups, ["model.99"])

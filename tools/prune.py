@@ -39,7 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--sensitivity", action="store_true",
                    help="PaddleSlim sensitivity analysis (9 ratios per layer) on a slice of val first")
     p.add_argument("--sensitivity-images", type=int, default=32, help="val images per sensitivity eval")
-    p.add_argument("--sensitivity-layers", nargs="*", help="only these layers (e.g. model.2 model.9)")
+    p.add_argument("--sensitivity-layers", nargs="*",
+                   help="only these layers and what lies inside them (model.2: model.2.cv1, "
+                        "model.2.m.0.cv1, ...; not model.20)")
     # extend + nargs="+": both `-o a=1 -o b=2` and PaddleDetection's `-o a=1 b=2`
     p.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. -o prune.min_channels=4 prune.round_to=8 (repeatable)")
