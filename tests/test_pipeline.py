@@ -63,10 +63,13 @@ def test_pipeline_tool_passes_the_stage_configs(monkeypatch):
     from conftest import load_tool
     seen = {}
 
-    def run_pipeline(*args, **kw):
-        seen.update(kw, args=args)
-        return {"done": {}}
-    monkeypatch.setattr(ppyolo_slim.pipeline, "run_pipeline", run_pipeline)
+    class Pipeline:
+        def __init__(self, *args, **kw):
+            seen.update(kw, args=args)
+
+        def run(self, until):
+            return {"done": {}}
+    monkeypatch.setattr(ppyolo_slim.pipeline, "Pipeline", Pipeline)
     assert load_tool("pipeline").main(["--sparse-config", "configs/full.yml", "-o", "a=1", "b=2"]) == 0
     assert seen["configs"] == {"sparse": "configs/full.yml", "finetune": "configs/finetune.yml"}
     assert seen["args"] == ("output/pipeline", ["a=1", "b=2"])

@@ -184,6 +184,18 @@ def test_tool_command_line(pruned_run, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "output/sparse/best.pdparams: no such weights file" in err
     assert "python tools/train.py -c configs/sparse.yml" in err and "Traceback" not in err
+    # ... unless the pipeline's sparse model is there: name it
+    pipe = tmp_path / "output" / "pipeline" / "sparse"
+    pipe.mkdir(parents=True)
+    (pipe / "best.pdparams").write_bytes(open(pruned_run["weights"], "rb").read())
+    assert tool.main([]) == 2
+    err = capsys.readouterr().err
+    assert "output/sparse/best.pdparams: no such weights file" in err
+    assert "python tools/prune.py --weights output/pipeline/sparse/best.pdparams" in err
+    # a file of another kind is named before any data is read
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x00")
+    assert tool.main(["--weights", "model.onnx", "--eval"]) == 2
+    assert "an ONNX model, not .pdparams weights" in capsys.readouterr().err
 
 
 def test_shipped_config_loads():

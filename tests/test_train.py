@@ -1,5 +1,6 @@
 """Training at a tiny scale: outputs, dashboards, resume, divergence, determinism, multi-process."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -181,9 +182,27 @@ def test_train_tool_refuses_to_start_over_a_run_unless_told(two_epochs, tiny_dat
     args = ["--no-progress"]
     for o in tiny_train_overrides(tiny_data, run, epochs=1):
         args += ["-o", o]
-    with pytest.raises(SystemExit, match=r"already holds a training run .*--resume.*--exist-ok"):
-        load_tool("train").main(args)
+    assert load_tool("train").main(args) == 2
+    assert re.search(r"^error: .* already holds a training run .*--resume.*--exist-ok", capsys.readouterr().err)
     assert (run / "last.state").read_bytes() == before          # nothing was touched
     # --resume PATH with no -c: continues the run from its own settings (2 epochs: nothing left)
     assert load_tool("train").main(["--no-progress", "--resume", str(run / "last.pdparams")]) == 0
     assert "already finished 2 epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing weights", "state as weights", "resume without a state"])
+def test_train_tool_checks_its_files_before_scanning_the_data(case, tmp_path, capsys, monkeypatch):
+    """The data scan can take minutes on a real set: a wrong --weights or --resume is reported first."""
+    from conftest import load_tool
+    import ppyolo_slim.data as data
+    monkeypatch.setattr(data, "load_data", lambda *a, **k: pytest.fail("the data was scanned first"))
+    (tmp_path / "last.state").write_bytes(b"\x80\x04N.")
+    args = {"missing weights": ["--weights", str(tmp_path / "missing.pdparams")],
+            "state as weights": ["--weights", str(tmp_path / "last.state")],
+            "resume without a state": ["--resume", str(tmp_path / "run" / "last.pdparams")]}[case]
+    rc = load_tool("train").main(["-c", "configs/sparse.yml", "-o", f"output_dir={tmp_path / 'run'}"] + args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert {"missing weights": "missing.pdparams: no such weights file",
+            "state as weights": "a training state (what --resume reads), not weights",
+            "resume without a state": "last.state: no training state beside"}[case] in err

@@ -255,21 +255,39 @@ def save_weights(path: str, state: Mapping[str, Any], meta: ModelMeta,
     atomic_write_bytes(path, pickle.dumps(obj, protocol=4))
 
 
-def load_weights(path: str) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, Any]]]:
-    """Arrays by parameter name, and the metadata dict (None for a plain paddle.save file)."""
+def _training_state_error(path: str) -> CheckpointError:
+    weights = os.path.splitext(path)[0] + ".pdparams"
+    return CheckpointError(f"{path}: a training state (what --resume reads), not weights: use "
+                           f"{weights} as --weights, or continue the run with "
+                           f"python tools/train.py --resume {weights}")
+
+
+def check_weights_file(path: str) -> None:
+    """The error ``load_weights`` would give for a missing file or a file of another kind,
+    from its name and first bytes only: tools call it before any slow work (a data scan)."""
     if os.path.isdir(path):
         raise FileNotFoundError(f"{path}: a folder, not a weights file: --weights takes a .pdparams "
                                 f"file; an exported folder runs with --model-dir {path}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such weights file")
+    if path.endswith(".state"):
+        raise _training_state_error(path)
+    with open(path, "rb") as f:
+        is_pickle = f.read(1) == b"\x80"      # pickle protocol 2+, what paddle.save writes
+    what = None if is_pickle else what_else_it_is(path)
+    if what:
+        raise CheckpointError(f"{path}: {what}")
+
+
+def load_weights(path: str) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, Any]]]:
+    """Arrays by parameter name, and the metadata dict (None for a plain paddle.save file)."""
+    if os.path.isdir(path) or not os.path.isfile(path):
+        check_weights_file(path)
     obj = safe_load_pickle(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
     if {"version", "model", "train"} <= set(obj) and META_KEY not in obj:
-        weights = os.path.splitext(path)[0] + ".pdparams"
-        raise CheckpointError(f"{path}: a training state (what --resume reads), not weights: use "
-                              f"{weights} as --weights, or continue the run with "
-                              f"python tools/train.py --resume {weights}")
+        raise _training_state_error(path)
     meta = None
     if META_KEY in obj:
         try:
