@@ -67,12 +67,14 @@ class _StopAfter:
             raise KeyboardInterrupt
 
 
-def test_resume_gives_the_same_weights_as_a_straight_run(tiny_data, tmp_path):
+def test_resume_gives_the_same_weights_as_a_straight_run(tiny_data, tmp_path, capsys):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(_cfg(tiny_data, straight, epochs=3), progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(tiny_data, split, epochs=3), progress=False, callbacks=[_StopAfter(1)])
+    capsys.readouterr()
     train(_cfg(tiny_data, split, epochs=3), resume=str(split / "last.pdparams"), progress=False)
+    assert re.search(r"^resuming .*last\.pdparams from epoch 3 of 3 ", capsys.readouterr().err, re.M)
     a, b = _weights(straight / "last.pdparams"), _weights(split / "last.pdparams")
     assert a.keys() == b.keys()
     for k in a:
@@ -116,6 +118,8 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_data, tmp_path):
     res = json.loads((out / "results.json").read_text())
     digests = res["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
+    assert r.stderr.count(f"data {tiny_data}:") == 1, r.stderr[-3000:]     # one summary, not one per rank
+    assert "tcp_utils" not in r.stderr, r.stderr[-3000:]                    # nor the ranks' connection log
     # rank 0 alone writes: one VisualDL record file, one set of checkpoints
     assert len([f for f in os.listdir(out / "vdl") if f.startswith("vdlrecords")]) == 1
     assert sorted(f for f in os.listdir(out) if f.endswith((".pdparams", ".state"))) == \

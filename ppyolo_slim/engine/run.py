@@ -103,6 +103,16 @@ def train_main(cfg: Config, resume=None, progress: bool = True, nprocs: Optional
                   "python -m paddle.distributed.launch --gpus 0,1 tools/train.py ...", file=sys.stderr)
             return 2
         cfg = Config(dict(cfg, device="cpu"))
+        # scanned (and the embedded set generated) once here: the ranks then read the cache
+        # instead of racing to write it; rank 0 alone prints the data summary
+        from ..data import DataError, load_data
+        try:
+            load_data(cfg["data"], verbose=False)
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        # the ranks' gloo connection chatter (glog INFO lines) would interleave with the report
+        os.environ.setdefault("GLOG_minloglevel", "1")
         try:
             dist.spawn(_spawned, args=(dict(cfg), resume, progress), nprocs=nprocs, backend="gloo")
         except Exception as e:   # a child's failure surfaces here with its traceback printed above
