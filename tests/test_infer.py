@@ -116,6 +116,22 @@ def test_infer_tool_end_to_end(tiny_weights, tmp_path, capsys):
         assert scores == sorted(scores, reverse=True)
 
 
+def test_infer_warns_on_a_truncated_jpeg_as_the_data_scan_does(tiny_weights, tmp_path, capsys):
+    from ppyolo_slim.data.checks import BadImage, inspect_image
+    src = tmp_path / "src"
+    src.mkdir()
+    write_rect_image(str(src / "cut.jpg"), 96, 96, [(10, 10, 60, 60, 0)])
+    data = (src / "cut.jpg").read_bytes()
+    (src / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(BadImage, match="truncated JPEG") as scan:
+        inspect_image(str(src / "cut.jpg"))
+    rc = load_tool("infer").main(["--weights", tiny_weights, "--source", str(src), "--output",
+                                  str(tmp_path / "out"), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert rc == 0 and f"warning: {src / 'cut.jpg'}: {scan.value}" in text, text
+    assert os.path.exists(tmp_path / "out" / "cut.json")     # OpenCV decoded the rest: still run
+
+
 def test_infer_tool_bad_inputs_are_clear_errors(tiny_weights, tmp_path, capsys):
     infer = load_tool("infer")
     src = tmp_path / "src"
