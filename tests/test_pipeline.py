@@ -23,7 +23,10 @@ def test_tiny_pipeline_end_to_end_and_rerun_skips(tiny_data, tmp_path):
     deploy = state["done"]["deploy"]
     if not deploy["tensorrt"]:   # no TensorRT here: the hand-built graph ran on the CPU instead
         assert deploy["sparse"]["passed"] and deploy["finetuned"]["passed"]
-    assert "| finetuned |" in (out / "summary.md").read_text()
+    md = (out / "summary.md").read_text()
+    assert "| fine-tuned |" in md and "| pruned (" in md and "## What you are looking at" in md
+    assert summary["deploy"] == deploy and ("**passed**" in md or deploy["tensorrt"])
+    assert set(summary) >= {"img_size", "data", "models", "latency_note"}
     assert (out / "map_vs_flops.png").stat().st_size > 1000
     # a rerun finds everything done and does no work
     again = run_pipeline(str(out), over, progress=False, log=lambda m: None)
