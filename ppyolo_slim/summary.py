@@ -207,7 +207,8 @@ def format_deploy(deploy: Mapping[str, Any]) -> List[str]:
         return ["Engines built with TensorRT:"] + [f"- {label(k)}: {v.get('engine') or v.get('path') or v}"
                                                     for k, v in models.items()]
     ok = all(v.get("passed") for v in models.values())
-    lines = [f"No TensorRT engine was built ({deploy.get('why') or 'TensorRT or a GPU is missing'}). "
+    why = str(deploy.get('why') or 'TensorRT or a GPU is missing').rstrip('.')
+    lines = [f"No TensorRT engine was built ({why}). "
              f"Instead the builder's exact layer calls ran in NumPy with TensorRT's documented semantics "
              f"and were compared with the Paddle model: **{'passed' if ok else 'FAILED'}**.", ""]
     for k, v in models.items():

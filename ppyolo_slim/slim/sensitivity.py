@@ -112,9 +112,10 @@ def plot_sensitivity(sens: Dict[str, Any], path: str) -> None:
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels([n.replace("model.", "") for n in names], fontsize=7)
     ax.set_xlabel("share of the layer's channels pruned")
-    fig.colorbar(im, ax=ax, label=f"relative loss of {sens.get('metric', 'metric')}")
+    metric = {"map50_95": "mAP@0.5:0.95", "map50": "mAP@0.5"}.get(sens.get("metric"), sens.get("metric", "metric"))
+    fig.colorbar(im, ax=ax, label=f"relative loss of {metric}")
     base = sens.get("baseline")
-    ax.set_title(f"sensitivity (baseline {sens.get('metric')} = "
+    ax.set_title(f"sensitivity of each layer (baseline {metric} = "
                  f"{'n/a' if base is None else format(base, '.4f')})", fontsize=9)
     fig.tight_layout()
     _save_fig(fig, path)
