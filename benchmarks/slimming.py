@@ -148,7 +148,9 @@ def plot(rows, img_size: int, path: str) -> None:
         for c in crits:   # the 1x point starts every criterion's line
             series.setdefault((r["source"], c), []).append(r)
     colors = {"bn_scale": "tab:blue", "l1_norm": "tab:orange", "fpgm": "tab:green"}
-    for ax, metric, title in ((axes[0], "map50_95", "mAP@0.5:0.95"), (axes[1], "map50", "mAP@0.5")):
+    from ppyolo_slim.plots import place_labels, readable_log_axis
+    marks = {0: [], 1: []}
+    for n, (ax, metric, title) in enumerate(((axes[0], "map50_95", "mAP@0.5:0.95"), (axes[1], "map50", "mAP@0.5"))):
         for (src, crit), rs in sorted(series.items()):
             rs = sorted(rs, key=lambda r: r[key])
             x = [r[key] for r in rs]
@@ -158,16 +160,18 @@ def plot(rows, img_size: int, path: str) -> None:
                     label=f"{src}, {crit}: fine-tuned")
             ax.plot(x, [r["after_prune"][metric] for r in rs], ls, marker="o", mfc="none", color=col, alpha=0.45,
                     label=f"{src}, {crit}: just pruned")
-            for r in rs:
-                ax.annotate(r["cut"], (r[key], r["after_finetune"][metric]), textcoords="offset points",
-                            xytext=(3, 3), fontsize=7)
-        ax.set_xscale("log")
+            marks[n] += [(r[key], r["after_finetune"][metric], r["cut"], col) for r in rs
+                         if r["criterion"] != "none" or crit == "bn_scale"]     # the shared 1x point once
+        readable_log_axis(ax, [r[key] for r in rows])
         ax.set_xlabel(f"GFLOPs at {img_size} px (log)")
         ax.set_ylabel(title)
         ax.set_title(f"{title} against FLOPs")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6, loc="lower right")
+    axes[1].legend(fontsize=6, loc="upper left")
     fig.tight_layout()
+    for n, ax in enumerate(axes):
+        x, y, t, c = zip(*marks[n])
+        place_labels(ax, x, y, t, colors=c, fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)

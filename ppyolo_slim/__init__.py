@@ -3,9 +3,6 @@ from . import _preload  # noqa: F401  before anything imports paddle: docs/depen
 
 __version__ = "0.1.0"
 
-# Training components register their trainer callbacks on import (engine/ never imports slim/)
-from .slim import distill as _distill, sparsity as _sparsity  # noqa: F401,E402
-
 
 def load_model(path: str):
     """The YOLOv5 model of a ``.pdparams`` in eval mode.

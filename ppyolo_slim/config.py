@@ -6,6 +6,7 @@ the file (or the ``-o`` flag) it came from; so is a value of the wrong type.
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 from typing import Any, Dict, Iterable, Optional
@@ -183,7 +184,7 @@ RANGES: Dict[str, tuple] = {
     "sparsity.method": _one_of("subgradient", "proximal", "gradual"), "sparsity.target_ratio": _BELOW_1,
     "sparsity.ramp": _SHARE, "sparsity.interval": _AT_LEAST_1,
     "sparsity.steps": (lambda v: len(v) > 0 and all(0 <= x < 1 for x in v), "shares in [0, 1)"),
-    "distill.weight": _AT_LEAST_0,
+    "distill.weight": _AT_LEAST_0, "distill.teacher": (lambda v: bool(v.strip()), "a path to a .pdparams file"),
     "log.interval": _AT_LEAST_1, "log.images": _AT_LEAST_0,
     "prune.ratio": _BELOW_1, "prune.threshold": _AT_LEAST_0, "prune.min_channels": _AT_LEAST_1,
     "prune.round_to": _AT_LEAST_1, "prune.criterion": _one_of("bn_scale", "bn_scale_per_flop", "l1_norm", "fpgm"),
@@ -216,13 +217,37 @@ def _items_ok(v: list, default: Any, path: str) -> bool:
     return True
 
 
+def _dotted_keys(schema: Dict[str, Any], prefix: str = "") -> Dict[str, str]:
+    """last part -> full dotted key, for every key of the schema (the first one wins)."""
+    out: Dict[str, str] = {}
+    for k, v in schema.items():
+        out.setdefault(k, prefix + k)
+        if isinstance(v, dict) and prefix + k not in FREE_FORM:
+            for last, full in _dotted_keys(v, prefix + k + ".").items():
+                out.setdefault(last, full)
+    return out
+
+
+def _nearest_key(key: str, schema: Dict[str, Any], prefix: str) -> Optional[str]:
+    """The known key a typo most likely meant: a sibling first (epoch -> epochs), else a key of
+    the same name elsewhere (lr0 -> optimizer.lr0)."""
+    near = difflib.get_close_matches(key, [str(k) for k in schema], n=1, cutoff=0.75)
+    if near:
+        return prefix + near[0]
+    everywhere = _dotted_keys(DEFAULTS)
+    near = difflib.get_close_matches(key, list(everywhere), n=1, cutoff=0.8)
+    return everywhere[near[0]] if near and everywhere[near[0]] != prefix + key else None
+
+
 def _check(cfg: Dict[str, Any], schema: Dict[str, Any], source: str, prefix: str = "") -> None:
     for k, v in cfg.items():
         path = f"{prefix}{k}"
         if k == "_BASE_":
             continue
         if k not in schema:
+            hint = _nearest_key(str(k), schema, prefix)
             raise ConfigError(f"{source}: unknown config key '{path}'"
+                              + (f"; did you mean '{hint}'?" if hint else "")
                               + (f"; known keys here: {', '.join(sorted(schema))}" if schema else ""))
         d = schema[k]
         if isinstance(d, dict) and path not in FREE_FORM:

@@ -203,7 +203,7 @@ class Pipeline:
         cfg = load_config(self.configs["sparse"], self.overrides)
         exports = self.state["done"]["export"]
         onnx = {k: exports[k]["onnx"] for k in MODELS}
-        rows = summarize(self._weights(), onnx, cfg, self.out, log=self.log)
+        rows = summarize(self._weights(), onnx, cfg, self.out, log=self.log, stages=self.state["done"])
         rows["wall_s"] = sum(self.state["done"][s].get("seconds", 0) for s in self.state["done"])
         return rows
 

@@ -24,8 +24,18 @@ def test_unknown_key_names_key_and_file(tmp_path):
     p.write_text("_BASE_: %s\noptimizer:\n  lr_0: 0.1\n" % __import__("os").path.abspath("configs/base.yml"))
     with pytest.raises(ConfigError, match=r"bad\.yml: unknown config key 'optimizer\.lr_0'"):
         load_config(str(p))
-    with pytest.raises(ConfigError, match=r"-o epoch=3: unknown config key 'epoch'"):
+    with pytest.raises(ConfigError, match=r"-o epoch=3: unknown config key 'epoch'; did you mean 'epochs'\?"):
         load_config(None, ["epoch=3"])
+
+
+@pytest.mark.parametrize("item, meant", [("epoch=3", "epochs"), ("img-size=64", "img_size"),
+                                         ("optimizer.lr_0=0.1", "optimizer.lr0"), ("lr0=0.1", "optimizer.lr0")])
+def test_unknown_key_suggests_the_nearest_known_one(item, meant):
+    with pytest.raises(ConfigError, match=f"did you mean '{meant}'"):
+        load_config(None, [item])
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["zzz=1"])
+    assert "did you mean" not in str(e.value)
 
 
 @pytest.mark.parametrize("item,msg", [

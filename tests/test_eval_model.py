@@ -89,7 +89,9 @@ def test_eval_tool_writes_eval_json_beside_the_weights(tiny_weights, tmp_path, c
                                  "--batch-size", "2", "--device", "cpu"])
     out = capsys.readouterr().out
     assert rc == 0
-    rep = json.loads(open(os.path.join(os.path.dirname(tiny_weights), "eval.json")).read())
+    # not the data these weights were trained on: its own name, the weights' eval.json untouched
+    assert not os.path.exists(os.path.join(os.path.dirname(tiny_weights), "eval.json"))
+    rep = json.loads(open(os.path.join(os.path.dirname(tiny_weights), "eval_ds_data.json")).read())
     assert 0 <= rep["map50_95"] <= rep["map50"] <= 1 and rep["num_images"] == 4
     assert rep["settings"]["img_size"] == 64 and rep["settings"]["conf_thres"] == 0.001
     assert rep["model"] == os.path.abspath(tiny_weights) and rep["names"] == ["red", "green"]
@@ -110,3 +112,19 @@ def test_eval_tool_bad_inputs(tiny_weights, tmp_path, capsys):
     spec = write_yolo_dataset(tmp_path / "ds3", names=("a", "b", "c"))
     assert ev.main(["--weights", tiny_weights, "--data", spec, "--img-size", "64"]) == 2
     assert "predicts 2 classes" in capsys.readouterr().err
+
+
+def test_eval_json_is_the_weights_own_data_only(tmp_path, capsys):
+    from ppyolo_slim.data import load_data
+    from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    own, other = write_yolo_dataset(tmp_path / "own"), write_yolo_dataset(tmp_path / "other")
+    parent = {"stage": "sparse", "data": load_data(own, verbose=False).source}
+    meta = ModelMeta(nc=2, names=["red", "green"], img_size=64, made_by={"stage": "prune", "parent": parent})
+    w = tmp_path / "run" / "pruned.pdparams"
+    save_weights(str(w), build_model(meta).state_dict(), meta)
+    args = ["--weights", str(w), "--img-size", "64", "--batch-size", "2"]
+    assert load_tool("eval").main(args + ["--data", own]) == 0
+    assert load_tool("eval").main(args + ["--data", other]) == 0
+    assert sorted(os.listdir(w.parent)) == ["eval.json", "eval_other_data.json", "pruned.pdparams"]
+    assert json.loads((w.parent / "eval.json").read_text())["data"] == own
+    assert "eval_other_data.json" in capsys.readouterr().out

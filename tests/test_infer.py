@@ -116,6 +116,22 @@ def test_infer_tool_end_to_end(tiny_weights, tmp_path, capsys):
         assert scores == sorted(scores, reverse=True)
 
 
+def test_infer_warns_on_a_truncated_jpeg_as_the_data_scan_does(tiny_weights, tmp_path, capsys):
+    from ppyolo_slim.data.checks import BadImage, inspect_image
+    src = tmp_path / "src"
+    src.mkdir()
+    write_rect_image(str(src / "cut.jpg"), 96, 96, [(10, 10, 60, 60, 0)])
+    data = (src / "cut.jpg").read_bytes()
+    (src / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(BadImage, match="truncated JPEG") as scan:
+        inspect_image(str(src / "cut.jpg"))
+    rc = load_tool("infer").main(["--weights", tiny_weights, "--source", str(src), "--output",
+                                  str(tmp_path / "out"), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert rc == 0 and f"warning: {src / 'cut.jpg'}: {scan.value}" in text, text
+    assert os.path.exists(tmp_path / "out" / "cut.json")     # OpenCV decoded the rest: still run
+
+
 def test_infer_tool_bad_inputs_are_clear_errors(tiny_weights, tmp_path, capsys):
     infer = load_tool("infer")
     src = tmp_path / "src"
@@ -185,3 +201,33 @@ def test_engine_without_tensorrt_is_one_line_from_any_folder(tool, tmp_path):
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0].startswith("error: --engine needs TensorRT and an NVIDIA GPU: "), lines[0]
     assert "import tensorrt" in lines[0] and "GPU" in lines[0][50:] and "deploy/README.md" in lines[0]
+
+
+def test_labels_of_overlapping_boxes_never_cover_each_other():
+    from ppyolo_slim.engine.draw import layout_labels
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 60, (12, 2))
+    dets = np.concatenate([xy, xy + rng.uniform(30, 90, (12, 2)), rng.uniform(0.2, 1, (12, 1)),
+                           rng.integers(0, 5, (12, 1))], 1).astype(np.float32)
+    dets[:4, :4] = [30, 30, 120, 120]                         # four boxes on the same spot
+    labels = layout_labels((240, 320), dets, ["circle", "square", "triangle", "star", "hexagon"])
+    rects = [r for r, *_ in labels]
+    assert len(rects) == 12
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] <= a[2] < 320 and 0 <= a[1] <= a[3] < 240, a          # inside the image
+        for b in rects[i + 1:]:
+            assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)
+    best = int(np.argmax(dets[:, 4]))
+    assert rects[0][3] < dets[best, 1] + 1 or rects[0][1] >= dets[best, 1]     # best: at its box's top
+
+
+def test_a_box_stands_out_on_a_background_of_its_own_colour():
+    from ppyolo_slim.engine.draw import PALETTE, class_color, luminance
+    for c in range(len(PALETTE)):
+        bg = np.array(class_color(c), np.uint8)
+        img = np.tile(bg, (100, 100, 1))
+        out = draw_detections(img, np.array([[20, 20, 80, 80, 0.9, c]]), ["x"] * len(PALETTE), line_width=2)
+        edge = out[50, 16:25].astype(float)                  # across the left side of the box
+        contrast = max(abs(luminance(p) - luminance(bg)) for p in edge)
+        assert contrast > 100, (c, bg, edge)
+    assert len({class_color(c) for c in range(20)}) == 20

@@ -27,7 +27,10 @@ def test_tiny_pipeline_end_to_end_and_rerun_skips(tiny_data, tmp_path):
     deploy = state["done"]["deploy"]
     if not deploy["tensorrt"]:   # no TensorRT here: the hand-built graph ran on the CPU instead
         assert deploy["sparse"]["passed"] and deploy["finetuned"]["passed"]
-    assert "| finetuned |" in (out / "summary.md").read_text()
+    md = (out / "summary.md").read_text()
+    assert "| fine-tuned |" in md and "| pruned (" in md and "## What you are looking at" in md
+    assert summary["deploy"] == deploy and ("**passed**" in md or deploy["tensorrt"])
+    assert set(summary) >= {"img_size", "data", "models", "latency_note"}
     assert (out / "map_vs_flops.png").stat().st_size > 1000
     # a rerun finds everything done and does no work
     again = run_pipeline(str(out), over, progress=False, log=lambda m: None)
@@ -67,10 +70,13 @@ def test_pipeline_tool_passes_the_stage_configs(monkeypatch):
     from conftest import load_tool
     seen = {}
 
-    def run_pipeline(*args, **kw):
-        seen.update(kw, args=args)
-        return {"done": {}}
-    monkeypatch.setattr(ppyolo_slim.pipeline, "run_pipeline", run_pipeline)
+    class Pipeline:
+        def __init__(self, *args, **kw):
+            seen.update(kw, args=args)
+
+        def run(self, until):
+            return {"done": {}}
+    monkeypatch.setattr(ppyolo_slim.pipeline, "Pipeline", Pipeline)
     assert load_tool("pipeline").main(["--sparse-config", "configs/full.yml", "-o", "a=1", "b=2"]) == 0
     assert seen["configs"] == {"sparse": "configs/full.yml", "finetune": "configs/finetune.yml"}
     assert seen["args"] == ("output/pipeline", ["a=1", "b=2"])

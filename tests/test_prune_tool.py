@@ -184,6 +184,18 @@ def test_tool_command_line(pruned_run, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "output/sparse/best.pdparams: no such weights file" in err
     assert "python tools/train.py -c configs/sparse.yml" in err and "Traceback" not in err
+    # ... unless the pipeline's sparse model is there: name it
+    pipe = tmp_path / "output" / "pipeline" / "sparse"
+    pipe.mkdir(parents=True)
+    (pipe / "best.pdparams").write_bytes(open(pruned_run["weights"], "rb").read())
+    assert tool.main([]) == 2
+    err = capsys.readouterr().err
+    assert "output/sparse/best.pdparams: no such weights file" in err
+    assert "python tools/prune.py --weights output/pipeline/sparse/best.pdparams" in err
+    # a file of another kind is named before any data is read
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x00")
+    assert tool.main(["--weights", "model.onnx", "--eval"]) == 2
+    assert "an ONNX model, not .pdparams weights" in capsys.readouterr().err
 
 
 def test_shipped_config_loads():
@@ -203,3 +215,17 @@ def test_o_takes_repeated_flags_and_paddledetection_lists(tool, required):
         want = [x for x in form if x != "-o"]
         assert parse(required + form + ["--output", "o"]).opt == want, form
     assert parse(required).opt == []
+
+
+def test_sensitivity_layers_match_whole_names_not_prefixes():
+    from ppyolo_slim.slim.pruner import ChannelPruner
+    from ppyolo_slim.slim.sensitivity import select_groups
+    groups = ChannelPruner(sparse_like(), trace_size=S).groups
+    labels = [g.label.split(" ")[0] for g in groups]
+    assert any(lb.startswith(("model.20.", "model.23.")) for lb in labels)   # what a prefix would catch
+    picked = [g.label.split(" ")[0] for g in select_groups(groups, ["model.2", "model.9"])]
+    assert picked and all(lb.startswith(("model.2.", "model.9.")) for lb in picked), picked
+    assert set(picked) == {lb for lb in labels if lb.startswith(("model.2.", "model.9."))}
+    assert [g.label for g in select_groups(groups, ["model.9.cv1"])] == ["model.9.cv1"]
+    with pytest.raises(ValueError, match="model.99"):
+        select_groups(groups, ["model.99"])

@@ -158,7 +158,7 @@ def test_kill_at_each_kind_of_moment_then_resume(tiny_data, tmp_path, straight_r
     assert assert_every_file_whole(out) == ["config.yml"]
     r = subprocess.run([sys.executable, "tools/train.py"] + train_args(tiny_data, out, resume=True),
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "last.state: no training state" in r.stderr.strip().splitlines()[-1]
 
     # 2. mid-step: inside epoch 2's second step (a fresh start, the temp file of 1. lying around)

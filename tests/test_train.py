@@ -1,5 +1,6 @@
 """Training at a tiny scale: outputs, dashboards, resume, divergence, determinism, multi-process."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -66,12 +67,14 @@ class _StopAfter:
             raise KeyboardInterrupt
 
 
-def test_resume_gives_the_same_weights_as_a_straight_run(tiny_data, tmp_path):
+def test_resume_gives_the_same_weights_as_a_straight_run(tiny_data, tmp_path, capsys):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(_cfg(tiny_data, straight, epochs=3), progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(tiny_data, split, epochs=3), progress=False, callbacks=[_StopAfter(1)])
+    capsys.readouterr()
     train(_cfg(tiny_data, split, epochs=3), resume=str(split / "last.pdparams"), progress=False)
+    assert re.search(r"^resuming .*last\.pdparams from epoch 3 of 3 ", capsys.readouterr().err, re.M)
     a, b = _weights(straight / "last.pdparams"), _weights(split / "last.pdparams")
     assert a.keys() == b.keys()
     for k in a:
@@ -115,6 +118,8 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_data, tmp_path):
     res = json.loads((out / "results.json").read_text())
     digests = res["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
+    assert r.stderr.count(f"data {tiny_data}:") == 1, r.stderr[-3000:]     # one summary, not one per rank
+    assert "tcp_utils" not in r.stderr, r.stderr[-3000:]                    # nor the ranks' connection log
     # rank 0 alone writes: one VisualDL record file, one set of checkpoints
     assert len([f for f in os.listdir(out / "vdl") if f.startswith("vdlrecords")]) == 1
     assert sorted(f for f in os.listdir(out) if f.endswith((".pdparams", ".state"))) == \
@@ -181,9 +186,27 @@ def test_train_tool_refuses_to_start_over_a_run_unless_told(two_epochs, tiny_dat
     args = ["--no-progress"]
     for o in tiny_train_overrides(tiny_data, run, epochs=1):
         args += ["-o", o]
-    with pytest.raises(SystemExit, match=r"already holds a training run .*--resume.*--exist-ok"):
-        load_tool("train").main(args)
+    assert load_tool("train").main(args) == 2
+    assert re.search(r"^error: .* already holds a training run .*--resume.*--exist-ok", capsys.readouterr().err)
     assert (run / "last.state").read_bytes() == before          # nothing was touched
     # --resume PATH with no -c: continues the run from its own settings (2 epochs: nothing left)
     assert load_tool("train").main(["--no-progress", "--resume", str(run / "last.pdparams")]) == 0
     assert "already finished 2 epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing weights", "state as weights", "resume without a state"])
+def test_train_tool_checks_its_files_before_scanning_the_data(case, tmp_path, capsys, monkeypatch):
+    """The data scan can take minutes on a real set: a wrong --weights or --resume is reported first."""
+    from conftest import load_tool
+    import ppyolo_slim.data as data
+    monkeypatch.setattr(data, "load_data", lambda *a, **k: pytest.fail("the data was scanned first"))
+    (tmp_path / "last.state").write_bytes(b"\x80\x04N.")
+    args = {"missing weights": ["--weights", str(tmp_path / "missing.pdparams")],
+            "state as weights": ["--weights", str(tmp_path / "last.state")],
+            "resume without a state": ["--resume", str(tmp_path / "run" / "last.pdparams")]}[case]
+    rc = load_tool("train").main(["-c", "configs/sparse.yml", "-o", f"output_dir={tmp_path / 'run'}"] + args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert {"missing weights": "missing.pdparams: no such weights file",
+            "state as weights": "a training state (what --resume reads), not weights",
+            "resume without a state": "last.state: no training state beside"}[case] in err

@@ -239,3 +239,51 @@ def test_temp_name_carries_the_writer_pid(tmp_path, monkeypatch):
     atomic_write_bytes(str(tmp_path / "x.json"), b"{}")
     m = _TEMP_NAME.match(seen[0])
     assert m and int(m.group(1)) == os.getpid(), seen
+
+
+def _wrong_file(kind, tmp_path, saved):
+    import cv2
+    if kind == "onnx":
+        p = tmp_path / "model.onnx"
+        p.write_bytes(b"\x08\x07\x12\x0bpaddle2onnx\x1a\x05" + bytes(200))   # an ONNX ModelProto's opening
+    elif kind == "jpg":
+        p = tmp_path / "photo.jpg"
+        cv2.imwrite(str(p), np.full((8, 8, 3), 90, np.uint8))
+    elif kind == "pdiparams":
+        p = tmp_path / "export" / "model.pdiparams"
+        p.parent.mkdir()
+        p.write_bytes(b"\x00\x00\x00\x00" + bytes(range(256)))
+    else:                                    # the training state beside last.pdparams
+        from ppyolo_slim.engine.checkpoint import save_checkpoint
+        model, meta = saved[0], META
+        save_checkpoint(str(tmp_path / "last.pdparams"), model, None, None, meta, {"epoch": 0})
+        p = tmp_path / "last.state"
+    return str(p)
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("onnx", r"an ONNX model, not \.pdparams weights: run it with --onnx .*model\.onnx"),
+    ("jpg", r"an image, not weights: images go to --source"),
+    ("pdiparams", r"Paddle inference model .* --model-dir .*export"),
+    ("state", r"a training state .* use .*last\.pdparams as --weights, or continue the run with "
+              r"python tools/train\.py --resume .*last\.pdparams"),
+])
+def test_wrong_kind_of_file_as_weights_says_what_it_is_and_what_to_use(kind, says, tmp_path, saved, capsys):
+    path = _wrong_file(kind, tmp_path, saved)
+    with pytest.raises(CheckpointError, match=says):
+        load_weights(path)
+    from conftest import load_tool
+    import cv2
+    import re
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    rc = load_tool("infer").main(["--weights", path, "--source", str(tmp_path / "img"),
+                                  "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert re.search(says, err), err
+
+
+def test_folder_as_weights_points_to_model_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="a folder, not a weights file.*--model-dir"):
+        load_weights(str(tmp_path))

@@ -4,7 +4,9 @@
   python tools/eval.py -c configs/base.yml --weights output/train/best.pdparams
   python tools/eval.py --weights best.pdparams --data data/my.yaml --img-size 640
 
-Writes eval.json beside the weights (or to --output) and prints a per-class table.
+Writes eval.json beside the weights (or to --output) and prints a per-class table; with --data
+naming another data set than the weights were trained on: eval_<data>.json, so the weights'
+own report is kept.
 """
 import argparse
 import os
@@ -29,11 +31,35 @@ def parse_args(argv=None):
     p.add_argument("--conf-thres", type=float, help="default: the config's eval.conf_thres (0.001)")
     p.add_argument("--iou-thres", type=float, help="NMS IoU; default: the config's eval.iou_thres (0.6)")
     p.add_argument("--max-det", type=int, help="detections kept per image; default: eval.max_det (300)")
-    p.add_argument("--output", help="report path (default: eval.json beside the model)")
+    p.add_argument("--output", help="report path (default: beside the model, eval.json; "
+                                    "eval_<data>.json for another data set given with --data)")
     # extend + nargs="+": both `-o a=1 -o b=2` and PaddleDetection's `-o a=1 b=2`
     p.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. -o eval.batch_size=8 eval.conf_thres=0.01 (repeatable)")
     return p.parse_args(argv)
+
+
+def trained_on(predictor):
+    """The data the weights were trained on, from their metadata (a pruned model's parent's), or None."""
+    made_by = getattr(getattr(getattr(predictor, "model", None), "meta", None), "made_by", None)
+    while isinstance(made_by, dict):
+        if made_by.get("data"):
+            return made_by["data"]
+        made_by = made_by.get("parent")
+    return None
+
+
+def report_name(data_arg, data_source, own_data) -> str:
+    """eval.json for the weights' own data; another data set's report gets its own name, so it
+    does not overwrite that one: eval_<data>.json."""
+    def same(a, b):
+        return a == b or (os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
+    if not data_arg or (own_data and same(str(data_source), str(own_data))):
+        return "eval.json"
+    stem = os.path.splitext(os.path.basename(os.path.normpath(data_arg)))[0] or "data"
+    if stem in ("data", "dataset", "coco"):     # say which one: the folder's name too
+        stem = f"{os.path.basename(os.path.dirname(os.path.abspath(data_arg)))}_{stem}"
+    return f"eval_{stem}.json"
 
 
 def main(argv=None) -> int:
@@ -65,7 +91,8 @@ def main(argv=None) -> int:
         return 2
     model_path = args.weights or args.onnx or args.model_dir or args.engine
     out = args.output or os.path.join(
-        model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path)), "eval.json")
+        model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path)),
+        report_name(args.data, report["data_source"], trained_on(predictor)))
     write_json(out, report)
     print(format_table(report))
     print(f"mAP@0.5:0.95 {report['map50_95']:.4f}  mAP@0.5 {report['map50']:.4f}  "

@@ -45,23 +45,28 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from ppyolo_slim import cli
     from ppyolo_slim.config import ConfigError
-    from ppyolo_slim.pipeline import run_pipeline
+    from ppyolo_slim.pipeline import Pipeline
+    try:   # settings and the state of an earlier run: wrong ones are the command's fault
+        pipeline = Pipeline(args.output, args.opt, fresh=args.fresh, progress=not args.no_progress,
+                            configs={"sparse": args.sparse_config, "finetune": args.finetune_config})
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return cli.USAGE
     try:
-        state = run_pipeline(args.output, args.opt, fresh=args.fresh, until=args.until,
-                             progress=not args.no_progress,
-                             configs={"sparse": args.sparse_config, "finetune": args.finetune_config})
+        state = pipeline.run(args.until)
     except (ConfigError, ValueError, OSError, RuntimeError) as e:   # OSError: full disk, permissions
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return cli.FAILED
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
-        return 130
+        return cli.INTERRUPTED
     summary = state["done"].get("summary")
     if summary:
         print(f"pipeline finished in {summary['wall_s'] / 60:.1f} min of stage time; "
               f"table in {summary['paths']['md']}")
-    return 0
+    return cli.OK
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ if _ROOT not in sys.path:
 import ppyolo_slim  # noqa: E402,F401  (owns native import order; before paddle)
 
 DEFAULT_CONFIG = "configs/prune.yml"
+PIPELINE_SPARSE = os.path.join("output", "pipeline", "sparse", "best.pdparams")   # tools/pipeline.py's default
 
 
 def parse_args(argv=None):
@@ -39,7 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--sensitivity", action="store_true",
                    help="PaddleSlim sensitivity analysis (9 ratios per layer) on a slice of val first")
     p.add_argument("--sensitivity-images", type=int, default=32, help="val images per sensitivity eval")
-    p.add_argument("--sensitivity-layers", nargs="*", help="only these layers (e.g. model.2 model.9)")
+    p.add_argument("--sensitivity-layers", nargs="*",
+                   help="only these layers and what lies inside them (model.2: model.2.cv1, "
+                        "model.2.m.0.cv1, ...; not model.20)")
     # extend + nargs="+": both `-o a=1 -o b=2` and PaddleDetection's `-o a=1 b=2`
     p.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. -o prune.min_channels=4 prune.round_to=8 (repeatable)")
@@ -48,10 +51,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from ppyolo_slim import cli
     from ppyolo_slim.config import ConfigError, load_config
     from ppyolo_slim.data import DataError
     from ppyolo_slim.engine.evaluate import EvaluationError
     from ppyolo_slim.model import CheckpointError, WeightShapeError
+    from ppyolo_slim.model.weights import check_weights_file
     from ppyolo_slim.slim.compensate import CompensationError
     from ppyolo_slim.slim.pruner import PruneCoverageError, PruneError
     from ppyolo_slim.slim.workflow import prune_checkpoint, val_evaluator
@@ -60,24 +65,29 @@ def main(argv=None) -> int:
         cfg = load_config(args.config or DEFAULT_CONFIG, args.opt)   # relative: also from the repo root
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.USAGE
     pc = cfg["prune"]
     weights = args.weights or cfg["weights"]
     if not weights:
         print("error: no weights to prune: give --weights or set 'weights' in the config", file=sys.stderr)
-        return 2
-    if not os.path.isfile(weights):
-        hint = ""
-        if not args.weights:
-            hint = ("\nTrain the sparse model first:\n    python tools/train.py -c configs/sparse.yml\n"
-                    "or give the checkpoint: python tools/prune.py --weights path/to/best.pdparams")
-        print(f"error: {weights}: no such weights file{hint}", file=sys.stderr)
-        return 2
+        return cli.USAGE
+    if not os.path.isfile(weights) and not args.weights:
+        hint = "\nTrain the sparse model first:\n    python tools/train.py -c configs/sparse.yml\n"
+        if os.path.isfile(PIPELINE_SPARSE):
+            hint = f"\nThe pipeline's sparse model is there: python tools/prune.py --weights {PIPELINE_SPARSE}\n"
+        print(f"error: {weights}: no such weights file{hint}"
+              "or give the checkpoint: python tools/prune.py --weights path/to/best.pdparams", file=sys.stderr)
+        return cli.USAGE
+    try:
+        check_weights_file(weights)         # before any data is scanned for --eval / --sensitivity
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return cli.USAGE
     threshold = args.threshold if args.threshold is not None else pc["threshold"]
     ratio = args.ratio if args.ratio is not None else pc["ratio"]
     if args.ratio is not None and args.threshold is not None:
         print("error: give --ratio or --threshold, not both", file=sys.stderr)
-        return 2
+        return cli.USAGE
     if args.ratio is not None:
         threshold = None
     try:
@@ -96,11 +106,13 @@ def main(argv=None) -> int:
             compensate=pc["compensate"] and not args.no_compensate, criterion=pc["criterion"],
             img_size=cfg["img_size"], evaluate=evaluate, sensitivity_eval=sens_eval,
             sensitivity_layers=args.sensitivity_layers)
-    except (PruneError, PruneCoverageError, CompensationError, CheckpointError, WeightShapeError,
-            FileNotFoundError, ConfigError, DataError, EvaluationError) as e:
+    except (CheckpointError, WeightShapeError, FileNotFoundError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return cli.USAGE
+    except (PruneError, PruneCoverageError, CompensationError, EvaluationError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return cli.FAILED
+    return cli.OK
 
 
 if __name__ == "__main__":

@@ -27,15 +27,18 @@ def main(argv=None):
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
+    from ppyolo_slim import cli
     from ppyolo_slim.config import ConfigError
-    from ppyolo_slim.engine.run import refuse_to_overwrite_a_run, train_config, train_main
+    from ppyolo_slim.engine.run import check_train_inputs, refuse_to_overwrite_a_run, train_config, train_main
     overrides = list(args.opt) + ([f"weights={args.weights}"] if args.weights else [])
     try:
         cfg = train_config(args.config, overrides, args.resume)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
-    if args.resume is None and not args.exist_ok:
-        refuse_to_overwrite_a_run(cfg)
+        check_train_inputs(cfg, args.resume)       # before the data scan, which can take minutes
+        if args.resume is None and not args.exist_ok:
+            refuse_to_overwrite_a_run(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as e:    # CheckpointError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return cli.USAGE
     return train_main(cfg, resume=args.resume, progress=not args.no_progress, nprocs=args.nprocs)
 
 

@@ -9,15 +9,19 @@ epoch record) and ``on_save``. As ultralytics' ``Callbacks`` and PaddleDetection
 
 Components that configure themselves from a config section register a factory here
 (``@register_callback("sparsity")``); the trainer builds every registered callback whose
-factory returns one, so the engine does not import the components (slim/ imports engine/,
-never the reverse).
+factory returns one. The engine does not import the components (slim/ imports engine/, never
+the reverse): it loads the modules named in ``PLUGINS`` by name when a trainer starts, as
+entry points would, so ``import ppyolo_slim.engine`` stays free of paddle and of slim/.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 Factory = Callable[[Any], Optional["Callback"]]   # (trainer) -> Callback or None
 _FACTORIES: Dict[str, Factory] = {}
+# modules whose import registers config-driven callbacks (sparsity + γ logging, distillation)
+PLUGINS = ["ppyolo_slim.slim.sparsity", "ppyolo_slim.slim.distill"]
 
 
 class Callback:
@@ -49,6 +53,8 @@ def register_callback(name: str) -> Callable[[Factory], Factory]:
 
 def registered_callbacks(trainer) -> List[Callback]:
     """The callbacks the registered factories make for this trainer, in registration order."""
+    for name in PLUGINS:
+        importlib.import_module(name)
     out = []
     for factory in _FACTORIES.values():
         cb = factory(trainer)

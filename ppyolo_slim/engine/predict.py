@@ -245,6 +245,7 @@ def infer_images(predictor: Predictor, files: Sequence[str], output_dir: str, im
     """Run ``predictor`` on each file; write ``<name><ext>`` with boxes drawn and ``<name>.json``
     into ``output_dir``. Unreadable files are logged and skipped. Returns a summary."""
     import cv2
+    from ..data.checks import BadImage, inspect_image
     from ..utils.io import atomic_write_bytes, write_json
     from .draw import draw_detections
 
@@ -257,11 +258,19 @@ def infer_images(predictor: Predictor, files: Sequence[str], output_dir: str, im
     names = list(predictor.names)
     summary: Dict[str, Any] = {"images": 0, "detections": 0, "skipped": [], "outputs": []}
     for f, stem in zip(files, _output_stems(files)):
+        try:            # the data scan's check: what training would skip is said here too
+            inspect_image(f)
+            bad = None
+        except BadImage as e:
+            bad = str(e)
         img = read_image_rgb(f)
         if img is None:
-            log(f"skip {f}: cannot be read as an image (missing, empty, truncated or not an image)")
-            summary["skipped"].append({"path": f, "reason": "unreadable"})
+            log(f"skip {f}: {bad or 'cannot be read as an image'}")
+            summary["skipped"].append({"path": f, "reason": bad or "unreadable"})
             continue
+        if bad:      # OpenCV decodes what it can of a damaged file: go on, but say so
+            log(f"warning: {f}: {bad}; the data scan would skip it; detections on what could be decoded")
+            summary.setdefault("damaged", []).append({"path": f, "reason": bad})
         dets = predict_image(predictor, img, img_size, conf_thres, iou_thres, max_det, agnostic, classes)
         record = {"image": os.path.abspath(f), "width": int(img.shape[1]), "height": int(img.shape[0]),
                   "backend": predictor.backend, "model": predictor.source, "img_size": img_size,

@@ -33,12 +33,30 @@ def train_config(config: Optional[str], overrides, resume: Optional[str]) -> Con
                             list(overrides) + [f"output_dir={folder}"])
 
 
+class RunExists(ValueError):
+    pass
+
+
 def refuse_to_overwrite_a_run(cfg: Config) -> None:
     state = os.path.join(cfg["output_dir"], "last.state")
     if os.path.isfile(state):
-        raise SystemExit(f"error: {cfg['output_dir']} already holds a training run ({state}). Continue it "
-                         f"with --resume, start over in it with --exist-ok, or pick another folder with "
-                         f"-o output_dir=PATH")
+        raise RunExists(f"{cfg['output_dir']} already holds a training run ({state}). Continue it "
+                        f"with --resume, start over in it with --exist-ok, or pick another folder with "
+                        f"-o output_dir=PATH")
+
+
+def check_train_inputs(cfg: Config, resume) -> None:
+    """The weights and the training state named, checked before any slow work: a missing file
+    or one of another kind (an .onnx, a last.state as weights) is reported at once."""
+    from ..model.weights import CheckpointError, check_weights_file
+    from .checkpoint import state_path
+    last = _resume_path(cfg, resume)
+    if last is not None:
+        if not os.path.isfile(state_path(last)):
+            raise CheckpointError(f"{state_path(last)}: no training state beside {last}; only files written "
+                                  f"by tools/train.py (last.pdparams + last.state) can be resumed")
+    elif cfg["weights"]:
+        check_weights_file(cfg["weights"])
 
 
 def _resume_path(cfg: Config, resume):
@@ -81,9 +99,20 @@ def train_main(cfg: Config, resume=None, progress: bool = True, nprocs: Optional
     if nprocs and nprocs > 1:
         import paddle.distributed as dist
         if cfg["device"] not in ("auto", "cpu"):
-            raise SystemExit("--nprocs starts CPU processes (gloo); on GPUs use "
-                             "python -m paddle.distributed.launch --gpus 0,1 tools/train.py ...")
+            print("error: --nprocs starts CPU processes (gloo); on GPUs use "
+                  "python -m paddle.distributed.launch --gpus 0,1 tools/train.py ...", file=sys.stderr)
+            return 2
         cfg = Config(dict(cfg, device="cpu"))
+        # scanned (and the embedded set generated) once here: the ranks then read the cache
+        # instead of racing to write it; rank 0 alone prints the data summary
+        from ..data import DataError, load_data
+        try:
+            load_data(cfg["data"], verbose=False)
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        # the ranks' gloo connection chatter (glog INFO lines) would interleave with the report
+        os.environ.setdefault("GLOG_minloglevel", "1")
         try:
             dist.spawn(_spawned, args=(dict(cfg), resume, progress), nprocs=nprocs, backend="gloo")
         except Exception as e:   # a child's failure surfaces here with its traceback printed above

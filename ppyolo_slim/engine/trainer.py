@@ -63,7 +63,7 @@ class Trainer:
     def _setup_data(self):
         from ..data import DetectionDataset, build_loader, load_data
         cfg = self.cfg
-        self.data = load_data(cfg["data"])
+        self.data = load_data(cfg["data"], verbose=self.rank == 0)   # one data summary, not one per rank
         self.names = list(self.data.names)
         self.nc = len(self.names)
         aug = dict(cfg["augment"])
@@ -176,9 +176,12 @@ class Trainer:
         self.start_epoch = int(tr["epoch"]) + 1
         self.best_fitness = float(tr.get("best_fitness", -1.0))
         self.history = list(tr.get("history", []))
-        if self.start_epoch >= self.epochs:
+        if self.start_epoch >= self.epochs and self.rank == 0:
             print(f"resume: the run already finished {self.epochs} epochs; raise epochs with "
                   f"-o epochs=N to train longer", file=sys.stderr)
+        elif self.rank == 0:
+            print(f"resuming {self.resume_path} from epoch {self.start_epoch + 1} of {self.epochs} "
+                  f"(best mAP@0.5:0.95 so far {max(self.best_fitness, 0.0):.4f})", file=sys.stderr)
 
     # ---- loop --------------------------------------------------------------------------
     def train(self) -> Dict[str, Any]:

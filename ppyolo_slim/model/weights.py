@@ -69,8 +69,39 @@ def safe_load_pickle(path: str) -> Any:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as e:
+        what = what_else_it_is(path)
+        if what:
+            raise CheckpointError(f"{path}: {what}") from None
         raise CheckpointError(f"{path}: not a readable .pdparams file "
                               f"({type(e).__name__}: {e}); truncated or not a checkpoint?") from None
+
+
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def what_else_it_is(path: str) -> Optional[str]:
+    """For a file that is not a .pdparams pickle: what it is and which flag takes it, when
+    its name or first bytes tell (the files users mix up: exports, images)."""
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    folder = os.path.dirname(path) or "."
+    if ext == ".onnx":
+        return (f"an ONNX model, not .pdparams weights: run it with --onnx {path} (tools/infer.py, "
+                f"tools/eval.py); to prune, export or train, give the .pdparams it was exported from")
+    if ext in (".pdiparams", ".pdmodel"):
+        return (f"part of a Paddle inference model (paddle.jit.save), not .pdparams weights: run it "
+                f"with --model-dir {folder} (tools/infer.py, tools/eval.py); to prune, export or train, "
+                f"give the .pdparams it was exported from")
+    if ext in (".engine", ".plan", ".trt"):
+        return f"a TensorRT engine, not .pdparams weights: run it with --engine {path}"
+    if head.startswith(_IMAGE_MAGIC) or ext in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"):
+        return ("an image, not weights: images go to --source (tools/infer.py); --weights takes a "
+                ".pdparams checkpoint (best.pdparams of a training run)")
+    return None
 
 
 @dataclass
@@ -160,13 +191,39 @@ def save_weights(path: str, state: Mapping[str, Any], meta: ModelMeta,
     atomic_write_bytes(path, pickle.dumps(obj, protocol=4))
 
 
-def load_weights(path: str) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, Any]]]:
-    """Arrays by parameter name, and the metadata dict (None for a plain paddle.save file)."""
+def _training_state_error(path: str) -> CheckpointError:
+    weights = os.path.splitext(path)[0] + ".pdparams"
+    return CheckpointError(f"{path}: a training state (what --resume reads), not weights: use "
+                           f"{weights} as --weights, or continue the run with "
+                           f"python tools/train.py --resume {weights}")
+
+
+def check_weights_file(path: str) -> None:
+    """The error ``load_weights`` would give for a missing file or a file of another kind,
+    from its name and first bytes only: tools call it before any slow work (a data scan)."""
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: a folder, not a weights file: --weights takes a .pdparams "
+                                f"file; an exported folder runs with --model-dir {path}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such weights file")
+    if path.endswith(".state"):
+        raise _training_state_error(path)
+    with open(path, "rb") as f:
+        is_pickle = f.read(1) == b"\x80"      # pickle protocol 2+, what paddle.save writes
+    what = None if is_pickle else what_else_it_is(path)
+    if what:
+        raise CheckpointError(f"{path}: {what}")
+
+
+def load_weights(path: str) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, Any]]]:
+    """Arrays by parameter name, and the metadata dict (None for a plain paddle.save file)."""
+    if os.path.isdir(path) or not os.path.isfile(path):
+        check_weights_file(path)
     obj = safe_load_pickle(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
+    if {"version", "model", "train"} <= set(obj) and META_KEY not in obj:
+        raise _training_state_error(path)
     meta = None
     if META_KEY in obj:
         try:

@@ -122,9 +122,12 @@ def plot_gamma_histogram(scores: np.ndarray, threshold: Optional[float], path: s
     floor = max(float(s[s > 0].min()) if (s > 0).any() else 1e-8, 1e-8)
     axes[1].hist(np.log10(np.maximum(s, floor)), bins=100, color="#4477aa")
     axes[1].set_xlabel("log10 |gamma|")
+    axes[1].set_ylabel("channels")
+    from matplotlib.ticker import MaxNLocator
     for ax, t in ((axes[0], threshold), (axes[1], None if threshold is None else np.log10(max(threshold, floor)))):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))     # a narrow span's ticks ran together
         if t is not None:
-            ax.axvline(t, color="#cc3311", lw=1.5, label=f"threshold {threshold:.3g}")
+            ax.axvline(t, color="#cc3311", lw=1.5, label=f"threshold {threshold:.4g}")
             ax.legend()
     fig.suptitle(title)
     fig.tight_layout()

@@ -27,12 +27,28 @@ from ..utils.layers import unwrap
 from paddleslim.dygraph.prune.filter_pruner import Status  # noqa: E402  (.pruner imported paddleslim)
 
 
+def layer_matches(layer: str, name: str) -> bool:
+    """``layer`` is ``name`` or lies inside it: model.2 holds model.2.cv1, not model.20."""
+    return layer == name or layer.startswith(name + ".")
+
+
+def select_groups(groups, layers: Iterable[str]) -> list:
+    """The collections with a conv that is, or lies inside, one of ``layers``."""
+    names = [n.rstrip(".") for n in layers]
+    out = [g for g in groups
+           if any(layer_matches(c, n) for c in [g.label.split(" ")[0], *g.convs] for n in names)]
+    if not out:
+        raise ValueError(f"no prunable layer is or lies inside {names} (layer names look like "
+                         f"{groups[0].label.split(' ')[0] if groups else 'model.2.cv1'})")
+    return out
+
+
 def sensitivity(model: nn.Layer, eval_fn: Callable[[nn.Layer], float], *, trace_size: int = 64,
                 layers: Optional[Iterable[str]] = None, metric: str = "metric",
                 progress: Optional[Callable[[str], None]] = None,
                 pruner: Optional[ChannelPruner] = None) -> Dict[str, Any]:
-    """Sensitivity of each collection. ``layers``: only collections whose label or master
-    starts with one of these names (e.g. ``["model.2", "model.9"]``). The model's weights
+    """Sensitivity of each collection. ``layers``: only collections with a conv that is or
+    lies inside one of these layers (``["model.2", "model.9"]``: not model.20, model.21). The model's weights
     are restored afterwards."""
     net = unwrap(model)
     if pruner is None:
@@ -44,11 +60,7 @@ def sensitivity(model: nn.Layer, eval_fn: Callable[[nn.Layer], float], *, trace_
     pruner._status = Status()        # PaddleSlim caches finished results per pruner; start afresh
     wanted = None
     if layers is not None:
-        prefixes = tuple(layers)
-        wanted = [g.master for g in pruner.groups
-                  if g.master_key.startswith(prefixes) or g.label.startswith(prefixes)]
-        if not wanted:
-            raise ValueError(f"no prunable layer starts with {list(prefixes)}")
+        wanted = [g.master for g in select_groups(pruner.groups, layers)]
     calls = {"n": 0, "baseline": None}
 
     def evaluate():
@@ -100,8 +112,11 @@ def plot_sensitivity(sens: Dict[str, Any], path: str) -> None:
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels([n.replace("model.", "") for n in names], fontsize=7)
     ax.set_xlabel("share of the layer's channels pruned")
-    fig.colorbar(im, ax=ax, label=f"relative loss of {sens.get('metric', 'metric')}")
-    ax.set_title(f"sensitivity (baseline {sens.get('metric')} = {sens.get('baseline')})", fontsize=9)
+    metric = {"map50_95": "mAP@0.5:0.95", "map50": "mAP@0.5"}.get(sens.get("metric"), sens.get("metric", "metric"))
+    fig.colorbar(im, ax=ax, label=f"relative loss of {metric}")
+    base = sens.get("baseline")
+    ax.set_title(f"sensitivity of each layer (baseline {metric} = "
+                 f"{'n/a' if base is None else format(base, '.4f')})", fontsize=9)
     fig.tight_layout()
     _save_fig(fig, path)
 

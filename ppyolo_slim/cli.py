@@ -1,0 +1,11 @@
+"""Exit codes, the same in every tool (tools/*.py):
+
+0   done.
+1   the work started and failed: training diverged, the disk filled up, an export check found
+    a mismatch, pruning could not cover a layer, no input image could be read.
+2   the command cannot run as given, nothing was started: an unknown or bad argument (argparse's
+    own code), a config key or value, a missing file, a file of the wrong kind (an .onnx given
+    as --weights), a data set with nothing usable, a folder that already holds a run.
+130 interrupted (Ctrl-C); what can be continued is printed.
+"""
+OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
