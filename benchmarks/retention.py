@@ -41,16 +41,20 @@ CUTS = {"2x": 0.5, "4x": 0.75, "8x": 0.875}
 
 def grid() -> Dict[str, Dict[str, Any]]:
     """name -> cell settings. The default grid: every variant at 8x, the best one at 2x and 4x."""
+    g = {"kind": "sparse", "method": "gradual"}
     cells: Dict[str, Dict[str, Any]] = {"dense": {"kind": "dense"}}
-    for cut in CUTS:
-        cells[f"gradual_{cut}"] = {"kind": "sparse", "method": "gradual", "cut": cut}
-        cells[f"scratch_{cut}"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}"}
-    cells["gradual_8x_flops"] = {"kind": "sparse", "method": "gradual", "cut": "8x", "flop_weighted": True}
-    cells["gradual_8x_nodistill"] = {"kind": "sparse", "method": "gradual", "cut": "8x", "distill": False}
-    cells["progressive_8x"] = {"kind": "sparse", "method": "gradual", "cut": "8x", "steps": [0.5, 0.75, 0.875]}
+    cells["gradual_8x"] = {**g, "cut": "8x"}
+    cells["scratch_8x"] = {"kind": "scratch", "cut": "8x", "like": "gradual_8x"}
+    cells["gradual_8x_nodistill"] = {**g, "cut": "8x", "distill": False}
+    cells["gradual_8x_flops"] = {**g, "cut": "8x", "flop_weighted": True}
+    cells["gradual_8x_nol1"] = {**g, "cut": "8x", "rate": 0.0}
     cells["proximal_8x"] = {"kind": "sparse", "method": "proximal", "cut": "8x"}
     cells["subgradient_8x"] = {"kind": "sparse", "method": "subgradient", "cut": "8x"}
     cells["oneshot_8x"] = {"kind": "oneshot", "cut": "8x"}
+    for cut in ("4x", "2x"):
+        cells[f"gradual_{cut}"] = {**g, "cut": cut}
+        cells[f"scratch_{cut}"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}"}
+    cells["progressive_8x"] = {**g, "cut": "8x", "steps": [0.5, 0.75, 0.875]}
     return cells
 
 
@@ -118,8 +122,7 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
             ov = common + [f"weights={a['dense']}", f"epochs={a['sparse_epochs']}",
                            f"sparsity.method={cell['method']}", f"prune.ratio={ratio}",
                            f"sparsity.flop_weighted={str(cell.get('flop_weighted', False)).lower()}"]
-            if cell["method"] != "gradual":
-                ov.append(f"sparsity.rate={a['rates'][cell['method']]}")
+            ov.append(f"sparsity.rate={cell.get('rate', a['rates'][cell['method']])}")
             if cell.get("steps"):
                 ov.append("sparsity.steps=[" + ",".join(str(x) for x in cell["steps"]) + "]")
             r = _train(os.path.join(ROOT, "configs", "sparse.yml"), ov, os.path.join(out, "sparse"))
@@ -165,6 +168,19 @@ def _quick_setup(work: str, opt: List[str]):
            "schedule.warmup_epochs=0"] + list(opt)
     r = _train(os.path.join(ROOT, "configs", "base.yml"), opt + ["epochs=1", "threads=1"], os.path.join(work, "dense0"))
     return r["weights"], opt
+
+
+def all_rows(work: str, cells: Dict[str, Any]) -> List[Dict[str, Any]]:
+    rows = []
+    for d in sorted(os.listdir(work)):
+        f = os.path.join(work, d, "row.json")
+        if os.path.isfile(f):
+            with open(f) as fh:
+                r = json.load(fh)
+            if r.get("cell") in cells:
+                rows.append(r)
+    order = list(cells)
+    return sorted(rows, key=lambda r: (order.index(r["cell"]), r["seed"]))
 
 
 def latency(rows: List[Dict[str, Any]], work: str, img_size: int) -> Dict[str, Dict[str, float]]:
@@ -258,7 +274,9 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--sparse-epochs", type=int, default=10)
     ap.add_argument("--finetune-epochs", type=int, default=10)
-    ap.add_argument("--proximal-rate", type=float, default=1.0)
+    ap.add_argument("--gradual-rate", type=float, default=1.0, help="L1 while the gradual masks are chosen")
+    ap.add_argument("--proximal-rate", type=float, default=3.0,
+                    help="proximal L1 s: |gamma| shrinks lr_t*s a step; 3 reaches zero within 10 CPU epochs")
     ap.add_argument("--subgradient-rate", type=float, default=1e-3)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", default=os.path.join(ROOT, "output", "bench_retention"))
@@ -279,7 +297,8 @@ def main(argv=None):
         ap.error(f"unknown cells {unknown}; known: {', '.join(cells)}")
     a = {"dense": os.path.abspath(args.dense), "work": os.path.abspath(args.work),
          "sparse_epochs": args.sparse_epochs, "finetune_epochs": args.finetune_epochs,
-         "rates": {"proximal": args.proximal_rate, "subgradient": args.subgradient_rate},
+         "rates": {"gradual": args.gradual_rate, "proximal": args.proximal_rate,
+                   "subgradient": args.subgradient_rate},
          "overrides": list(args.opt)}
     if not os.path.isfile(a["dense"]):
         ap.error(f"{a['dense']}: no such dense checkpoint")
@@ -298,6 +317,7 @@ def main(argv=None):
                 rows.append(row)
                 print(f"{n} seed {s}: final mAP@0.5:0.95 {row['final']['map50_95']:.4f} ({row['seconds']:.0f} s)",
                       flush=True)
+    rows = all_rows(a["work"], cells)      # every finished cell, this run's and earlier runs'
     summary = summarise(rows)
     if not args.no_latency:
         lat = latency(rows, a["work"], 64 if args.quick else 640)

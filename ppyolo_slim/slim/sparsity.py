@@ -183,8 +183,11 @@ class SparsityL1:
 
     def prox(self, epoch: float, lr: float) -> float:
         """Proximal form, after the optimizer step: soft-threshold each selected gamma by
-        ``lr * rate * w`` (exact zeros). Returns the rate used (0.0 when disabled)."""
-        if not self.enabled or self.method != "proximal":
+        ``lr * rate * w`` (exact zeros). Returns the rate used (0.0 when disabled). The gradual
+        method uses it too, on the channels not yet masked: the L1 pull separates the channels
+        the loss needs (their gradient holds them up) from those it does not, so the ranking
+        that picks the next channels to mask is informed rather than noise around gamma = 1."""
+        if not self.enabled or self.method not in ("proximal", "gradual"):
             return 0.0
         with paddle.no_grad():
             for _, g, s in self._each(epoch):
@@ -322,6 +325,8 @@ class SparsityCallback(Callback):
         if self.method == "proximal":
             self.l1.prox(epoch_float, float(trainer.optimizer.lrs["bn"]))
         elif self.gradual is not None:
+            if epoch_float <= self.gradual.ramp:    # L1 while choosing; then the masks alone
+                self.l1.prox(epoch_float, float(trainer.optimizer.lrs["bn"]))
             models = [trainer.core] + ([trainer.ema.ema] if trainer.ema is not None else [])
             self.gradual.step(epoch_float, models)
 
