@@ -1,5 +1,6 @@
 """tools/pipeline.py at a tiny scale: every stage runs, the summary says what it should."""
 import json
+import os
 
 import pytest
 
@@ -80,3 +81,30 @@ def test_pipeline_tool_passes_the_stage_configs(monkeypatch):
     assert load_tool("pipeline").main(["--sparse-config", "configs/full.yml", "-o", "a=1", "b=2"]) == 0
     assert seen["configs"] == {"sparse": "configs/full.yml", "finetune": "configs/finetune.yml"}
     assert seen["args"] == ("output/pipeline", ["a=1", "b=2"])
+
+
+def test_data_of_other_classes_trains_the_dense_model_first(tiny_data, tmp_path):
+    """With data whose classes the shipped checkpoint does not know, the dense stage trains the
+    unpruned model (from the checkpoint's body, a new head) and that model teaches the fine-tune."""
+    import shutil
+    import yaml
+    from ppyolo_slim.pipeline import Pipeline
+    other = tmp_path / "other"
+    shutil.copytree(os.path.dirname(tiny_data), other)
+    spec = yaml.safe_load(open(tiny_data))
+    spec["path"] = str(other)
+    spec["names"] = ["bolt", "nut", "gear", "cog", "pin"]
+    (other / "data.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "pipe"
+    over = [o for o in tiny_train_overrides(str(other / "data.yaml"), out / "unused", epochs=1,
+                                            **{"log.images": 0}) if not o.startswith("output_dir=")]
+    over += ["pipeline.finetune_epochs=1", "pipeline.dense_epochs=1", "prune.min_channels=4"]
+    p = Pipeline(str(out), over, progress=False, log=lambda m: None)
+    p.run(until="finetune")
+    dense = p.state["done"]["dense"]
+    assert dense["trained"] is True and dense["weights"].startswith(str(out / "dense"))
+    from ppyolo_slim.model import read_weights
+    _, meta = read_weights(p.state["done"]["finetune"]["weights"])
+    assert meta.names == spec["names"]
+    saved = yaml.safe_load((out / "finetune" / "config.yml").read_text())
+    assert saved["distill"]["enabled"] and saved["distill"]["teacher"] == dense["weights"]

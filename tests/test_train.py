@@ -131,7 +131,7 @@ def test_fresh_model_has_the_detect_priors_once(tiny_data, tmp_path):
     applied once (a second application starts objectness near 1e-4 and stalls short runs)."""
     import math
     from ppyolo_slim.engine.trainer import Trainer
-    t = Trainer(_cfg(tiny_data, tmp_path / "priors"), progress=False)
+    t = Trainer(_cfg(tiny_data, tmp_path / "priors", weights="null"), progress=False)
     det = t.core.detect
     for mi, s in zip(det.m, det.stride):
         b = mi.bias.numpy().reshape(det.na, det.no)

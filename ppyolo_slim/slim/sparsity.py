@@ -219,9 +219,11 @@ class GradualMask:
     """The ``gradual`` method: hold gamma = beta = 0 on the channels chosen for removal.
 
     Selection is the pruner's (a ``ChannelPruner`` on the training model, its importance
-    function and the prune section's floors and rounding), redone every ``interval`` steps at
-    the scheduled share; a masked channel scores 0, so the masked set only grows. Masks are
-    applied to the model and to its EMA (what is saved and evaluated)."""
+    function and the prune section's floors and rounding), redone every ``interval``-th
+    optimizer step of the run (counted from the epoch, so a resumed run selects at the same
+    steps) at the scheduled share, and at the step the target is reached; a masked channel
+    scores 0, so the masked set only grows. Masks are applied to the model and to its EMA
+    (what is saved and evaluated). A resumed run reads its masks back from the zeros."""
 
     def __init__(self, pruner, criterion: str, target: float, ramp_epochs: float,
                  min_channels: int, round_to: int, interval: int = 5, steps: Optional[List[float]] = None):
@@ -234,7 +236,6 @@ class GradualMask:
         self.min_channels, self.round_to, self.interval = int(min_channels), int(round_to), int(interval)
         self.masks: Optional[List[np.ndarray]] = None
         self.share = 0.0
-        self._calls = 0
 
     def select(self, share: float) -> None:
         from .selection import Policy, select
@@ -257,13 +258,29 @@ class GradualMask:
             return stepped_share(self.steps, epoch, self.ramp)
         return cubic_share(self.target, epoch, self.ramp)
 
-    def step(self, epoch: float, models: List[nn.Layer]) -> float:
+    def step(self, epoch: float, step: int, models: List[nn.Layer]) -> float:
+        """``step``: the optimizer step's index in the run (a function of the epoch and batch)."""
         share = self.share_at(epoch)
-        if self.masks is None or (self._calls % self.interval == 0 and share > self.share):
+        due = step % self.interval == 0 or share >= self.target
+        if self.masks is None or (due and share > self.share):
             self.select(share)
-        self._calls += 1
         self.apply(models)
         return share
+
+    def restore(self, model: nn.Layer, epoch: float, steps_per_epoch: int) -> None:
+        """After a resume: the masked channels are those with gamma = beta = 0 in every layer of
+        their group; the share is the one of the last selection before ``epoch``."""
+        layers = dict(unwrap(model).named_sublayers())
+        self.masks = []
+        for g in self.pruner.groups:
+            zero = np.ones(g.channels, dtype=bool)
+            for b in g.bns:
+                zero &= (layers[b].weight.numpy() == 0) & (layers[b].bias.numpy() == 0)
+            self.masks.append(~zero)
+        last = int(round(epoch * steps_per_epoch))
+        while last > 0 and last % self.interval and self.share_at(last / steps_per_epoch) < self.target:
+            last -= 1
+        self.share = self.share_at(last / steps_per_epoch) if last > 0 else 0.0
 
     @paddle.no_grad()
     def apply(self, models: List[nn.Layer]) -> None:
@@ -314,7 +331,7 @@ class SparsityCallback(Callback):
                                        c["ramp"] * trainer.epochs, self.prune_cfg["min_channels"],
                                        self.prune_cfg["round_to"], c["interval"], c["steps"])
             if trainer.start_epoch > 0:    # resumed: the masked set is the zeros it left
-                self.gradual.select(self.gradual.share_at(trainer.start_epoch))
+                self.gradual.restore(trainer.core, trainer.start_epoch, trainer.nb)
         elif c["flop_weighted"]:
             self.l1.set_weights(flop_weights(self._pruner(trainer)))
 
@@ -328,7 +345,7 @@ class SparsityCallback(Callback):
             if epoch_float <= self.gradual.ramp:    # L1 while choosing; then the masks alone
                 self.l1.prox(epoch_float, float(trainer.optimizer.lrs["bn"]))
             models = [trainer.core] + ([trainer.ema.ema] if trainer.ema is not None else [])
-            self.gradual.step(epoch_float, models)
+            self.gradual.step(epoch_float, int(round(epoch_float * trainer.nb)), models)
 
     def on_epoch_end(self, trainer, epoch, record):
         if self.gradual is not None:
