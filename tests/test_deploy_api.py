@@ -27,12 +27,13 @@ from ppyolo_slim.deploy.trt_stubs import INSTALL, StubsMissing, load_api, parse_
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "ppyolo_slim", "deploy")
 # files whose code talks to real TensorRT (trt_infer/trt_build only go through these)
-TRT_FILES = ["builder.py", "engine.py", "trt_runtime.py", "calibrator.py", "trt_compat.py"]
+TRT_FILES = ["builder.py", "engine.py", "trt_runtime.py", "calibrator.py", "trt_compat.py", "gpu_check.py"]
 # the naming convention those files keep for TensorRT objects
 VAR_CLASS = {"network": "INetworkDefinition", "builder": "Builder", "config": "IBuilderConfig",
              "profile": "IOptimizationProfile", "engine": "ICudaEngine", "context": "IExecutionContext",
              "runtime": "Runtime", "registry": "IPluginRegistry", "creator": "IPluginCreator",
-             "creator_v3": "IPluginCreatorV3One", "logger": "Logger", "serialized": "IHostMemory"}
+             "creator_v3": "IPluginCreatorV3One", "logger": "Logger", "serialized": "IHostMemory",
+             "parser": "OnnxParser"}
 
 
 @pytest.fixture(scope="module")
