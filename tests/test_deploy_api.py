@@ -325,7 +325,7 @@ def _fake_tensorrt(log, calls, major=10):
 
 @pytest.mark.parametrize("kind", ["fp16_dynamic_nms", "int8", "tensorrt11_fp16"])
 def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, monkeypatch):
-    """deploy/engine.py end to end (flags, profile, calibrator, atomic engine + sidecar) against a
+    """ppyolo_slim/deploy/engine.py end to end (flags, profile, calibrator, atomic engine + sidecar) against a
     fake TensorRT whose builder hands out the stand-in network; every call it receives is then
     checked against the stubs. This is the closest to an engine build these machines allow."""
     import json

@@ -16,7 +16,7 @@ from ppyolo_slim.deploy.trt_runtime import IOBuffers, TrtEngine
 
 
 class FakeCudaRuntime:
-    """cuda-python's runtime calls deploy/device.py makes, returning (err, value) tuples."""
+    """cuda-python's runtime calls ppyolo_slim/deploy/device.py makes, returning (err, value) tuples."""
     cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
 
     def __init__(self):

@@ -1,4 +1,4 @@
-"""The stand-in's layers, with TensorRT's documented semantics (see deploy/numpy_net.py)."""
+"""The stand-in's layers, with TensorRT's documented semantics (see numpy_net.py)."""
 from __future__ import annotations
 
 from typing import Tuple

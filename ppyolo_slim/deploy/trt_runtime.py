@@ -1,4 +1,4 @@
-"""Run a built engine: named I/O tensors, ``execute_async_v3``, GPU buffers from deploy/device.py.
+"""Run a built engine: named I/O tensors, ``execute_async_v3``, GPU buffers from device.py.
 
 :class:`TrtEngine` is the raw runner (numpy batch in, dict of numpy outputs back).
 :class:`TrtPredictor` puts it behind ppyolo_slim.engine.predict's predictor interface
