@@ -207,6 +207,17 @@ def load_images(files: Sequence[str], img_size: int, n: int) -> np.ndarray:
     return np.stack([load_letterboxed(files[i % len(files)], (img_size, img_size)) for i in range(n)])
 
 
+def _on_cpu(fn, *args):
+    """Run the Paddle reference on the CPU (cuDNN may use TF32), then restore Paddle's device."""
+    import paddle
+    prev = paddle.get_device()
+    paddle.set_device("cpu")
+    try:
+        return fn(*args)
+    finally:
+        paddle.set_device(prev)
+
+
 def check_model(weights: str, engines: Dict[str, Any], fp32_kinds: Sequence[str], images: np.ndarray,
                 img_size: int, iters: int = 200, warmup: int = 20,
                 score_map: Optional[Callable[[Any], Dict[str, float]]] = None,
@@ -217,8 +228,8 @@ def check_model(weights: str, engines: Dict[str, Any], fp32_kinds: Sequence[str]
     from .check import float32_noise, run_paddle, run_paddle_float64
     reference = reference or run_paddle
     reference64 = reference64 or run_paddle_float64
-    ref = reference(weights, images)
-    noise = float32_noise(ref, reference64(weights, images))
+    ref = _on_cpu(reference, weights, images)
+    noise = float32_noise(ref, _on_cpu(reference64, weights, images))
     rep: Dict[str, Any] = {"weights": os.path.abspath(weights), "images": int(images.shape[0]),
                            "img_size": img_size, "paddle_float32_noise": noise, "engines": {}}
     if score_map is not None:
