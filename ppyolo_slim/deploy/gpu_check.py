@@ -336,9 +336,10 @@ def main(argv=None) -> int:
         ok &= rep["passed"]
         for k, e in rep["engines"].items():
             d, t = e["max_diff"][str(max(BATCHES))]["all"], e["timing"]
-            print(f"  {k}: max |diff| boxes {d['box_px']:.3g} px, scores {d['score']:.3g} "
-                  f"({'ok' if e['verdict']['passed'] else 'DIFFERENT'}{'' if e['verdict']['judged'] else ', reported only'}); "
-                  + ", ".join(f"batch {b}: median {v['median_ms']:.2f} ms, p90 {v['p90_ms']:.2f}" for b, v in t.items()))
+            state = ("ok" if e["verdict"]["passed"] else "DIFFERENT") + ("" if e["verdict"]["judged"]
+                                                                      else ", reported only")
+            times = ", ".join(f"batch {b}: median {v['median_ms']:.2f} ms, p90 {v['p90_ms']:.2f}" for b, v in t.items())
+            print(f"  {k}: max |diff| boxes {d['box_px']:.3g} px, scores {d['score']:.3g} ({state}); {times}")
     write_json(a.output, report)
     print(f"wrote {a.output}")
     return 0 if ok else EXIT_FAILED

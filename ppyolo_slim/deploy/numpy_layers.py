@@ -6,8 +6,8 @@ from typing import Tuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .numpy_core import (API_LOG, ActivationType, BoundingBoxFormat, DataType, ElementWiseOperation, GatherMode, ILayer, InterpolationMode,
-                         PaddingMode, PoolingType, ResizeCoordinateTransformation,
+from .numpy_core import (API_LOG, ActivationType, BoundingBoxFormat, DataType, ElementWiseOperation, GatherMode,
+                         ILayer, InterpolationMode, PaddingMode, PoolingType, ResizeCoordinateTransformation,
                          ResizeRoundMode, ResizeSelector, ScaleMode, _as_weights, _compute, _dims, _dtype_of)
 
 
