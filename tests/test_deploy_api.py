@@ -27,12 +27,13 @@ from ppyolo_slim.deploy.trt_stubs import INSTALL, StubsMissing, load_api, parse_
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "ppyolo_slim", "deploy")
 # files whose code talks to real TensorRT (trt_infer/trt_build only go through these)
-TRT_FILES = ["builder.py", "engine.py", "trt_runtime.py", "calibrator.py", "trt_compat.py"]
+TRT_FILES = ["builder.py", "engine.py", "trt_runtime.py", "calibrator.py", "trt_compat.py", "gpu_check.py"]
 # the naming convention those files keep for TensorRT objects
 VAR_CLASS = {"network": "INetworkDefinition", "builder": "Builder", "config": "IBuilderConfig",
              "profile": "IOptimizationProfile", "engine": "ICudaEngine", "context": "IExecutionContext",
              "runtime": "Runtime", "registry": "IPluginRegistry", "creator": "IPluginCreator",
-             "creator_v3": "IPluginCreatorV3One", "logger": "Logger", "serialized": "IHostMemory"}
+             "creator_v3": "IPluginCreatorV3One", "logger": "Logger", "serialized": "IHostMemory",
+             "parser": "OnnxParser"}
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +325,7 @@ def _fake_tensorrt(log, calls, major=10):
 
 @pytest.mark.parametrize("kind", ["fp16_dynamic_nms", "int8", "tensorrt11_fp16"])
 def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, monkeypatch):
-    """deploy/engine.py end to end (flags, profile, calibrator, atomic engine + sidecar) against a
+    """ppyolo_slim/deploy/engine.py end to end (flags, profile, calibrator, atomic engine + sidecar) against a
     fake TensorRT whose builder hands out the stand-in network; every call it receives is then
     checked against the stubs. This is the closest to an engine build these machines allow."""
     import json

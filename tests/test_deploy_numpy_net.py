@@ -363,7 +363,8 @@ def test_nms_layer_follows_onnx_nonmaxsuppression():
 def test_nms_layer_center_sizes_and_topk_limit():
     centre, _ = nms_layer_net(2, 1, iou=0.1, score=0.0, per_class=5, fmt=T.BoundingBoxFormat.CENTER_SIZES)
     b = np.array([[[10, 10, 4, 4], [12, 10, 4, 4]]], np.float32)     # IoU 1/3 as (cx, cy, w, h)
-    assert centre.run({"boxes": b, "scores": np.array([[[0.9], [0.8]]], np.float32)})["selected"].tolist() == [[0, 0, 0]]
+    got = centre.run({"boxes": b, "scores": np.array([[[0.9], [0.8]]], np.float32)})["selected"]
+    assert got.tolist() == [[0, 0, 0]]
     n = 6000                               # disjoint boxes: only the 5000 best scores are considered
     xy = np.arange(n, dtype=np.float32)[:, None] * 10
     boxes = np.concatenate([xy, np.zeros_like(xy), xy + 5, np.full_like(xy, 5)], 1)[None]

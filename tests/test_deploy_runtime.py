@@ -16,7 +16,7 @@ from ppyolo_slim.deploy.trt_runtime import IOBuffers, TrtEngine
 
 
 class FakeCudaRuntime:
-    """cuda-python's runtime calls deploy/device.py makes, returning (err, value) tuples."""
+    """cuda-python's runtime calls ppyolo_slim/deploy/device.py makes, returning (err, value) tuples."""
     cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
 
     def __init__(self):
@@ -177,4 +177,46 @@ def test_calibrator_keeps_one_device_buffer(tmp_path):
     last = rt.array(ptrs[-1][0], (2, 3, 32, 32), np.float32)
     assert np.allclose(last[1, :, 16, 16], 200 / 255)
     dev.close()
+    assert rt.live_bytes == 0
+
+
+class FakeNMSContext(FakeContext):
+    """An engine whose second output has a data-dependent row count (INMSLayer's): TensorRT asks
+    the output allocator for its memory during execution and reports the shape."""
+
+    def __init__(self, rt):
+        super().__init__(rt)
+        self.allocators = {}
+
+    def get_tensor_shape(self, name):
+        return (self.shape[0], 5, 8) if name == "output" else (-1, 3)
+
+    def set_output_allocator(self, name, allocator):
+        self.allocators[name] = allocator
+        return True
+
+    def execute_async_v3(self, stream):
+        super().execute_async_v3(stream)
+        rows = 2 * self.shape[0]                       # as many rows as the data says
+        alloc = self.allocators["nms_indices"]
+        ptr = alloc.reallocate_output("nms_indices", 0, rows * 3 * 4, 256)
+        self.rt.array(ptr, (rows, 3), np.int32)[:] = np.arange(rows * 3).reshape(rows, 3)
+        alloc.notify_shape("nms_indices", (rows, 3))
+        return True
+
+
+def test_data_dependent_outputs_use_the_output_allocator_and_its_buffer_is_reused():
+    rt = FakeCudaRuntime()
+    eng = fake_engine(rt)
+    eng.trt = types.SimpleNamespace(nptype=lambda dt: np.int32 if dt == "int" else np.float32,
+                                    IOutputAllocator=type("IOutputAllocator", (), {"__init__": lambda self: None}))
+    eng.engine = types.SimpleNamespace(get_tensor_dtype=lambda name: "int" if name == "nms_indices" else "float")
+    eng.context = FakeNMSContext(rt)
+    eng.outputs = ["output", "nms_indices"]
+    for b in (8, 1, 8):
+        out = eng.infer(np.ones((b, 3, 32, 32), np.float32))
+        assert out["nms_indices"].shape == (2 * b, 3)
+        np.testing.assert_array_equal(out["nms_indices"], np.arange(6 * b).reshape(2 * b, 3))
+    assert rt.mallocs == 3 and rt.frees == 0               # input, output, the NMS rows: reused
+    eng.close()
     assert rt.live_bytes == 0

@@ -7,7 +7,7 @@ channel count comes from a weight's shape, never from a width multiplier.
 
 It talks to a network object and a ``trt`` namespace that are passed in: the real
 ``tensorrt`` module and ``builder.create_network()`` on a GPU machine, or
-``deploy.numpy_net`` and its :class:`NumpyNetwork` anywhere else. It must not know
+``ppyolo_slim.deploy.numpy_net`` and its :class:`NumpyNetwork` anywhere else. It must not know
 which; only TensorRT 10 API calls are made here (``tests/test_deploy_api.py`` checks
 each one against the tensorrt-stubs signatures).
 
@@ -407,7 +407,7 @@ def build_network(network, trt, state: Mapping[str, np.ndarray], meta: ModelMeta
         emit = EMITTERS.get(r.spec.block)
         if emit is None:
             raise NotImplementedError(f"{r.name}: no TensorRT emitter for block {r.spec.block!r}; "
-                                      "add one to deploy/builder.py EMITTERS next to the Paddle block")
+                                      "add one to ppyolo_slim/deploy/builder.py EMITTERS next to the Paddle block")
         saved[r.spec.index] = emit(e, r, [saved[s] for s in r.spec.src])
     pred = saved[layers[-1].spec.index]
 

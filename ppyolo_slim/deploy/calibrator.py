@@ -59,7 +59,7 @@ class CalibrationImages:
 class CalibratorLogic:
     """get_batch / cache methods of a TensorRT INT8 calibrator, independent of TensorRT.
 
-    ``device``: an object with ``from_host(np) -> buffer with .ptr`` (deploy/device.py)."""
+    ``device``: an object with ``from_host(np) -> buffer with .ptr`` (device.py)."""
 
     def _setup(self, batches: CalibrationImages, cache_file: str, device, log=print):
         self.batches, self.cache_file, self.device, self.log = batches, cache_file, device, log

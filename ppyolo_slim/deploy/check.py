@@ -51,8 +51,8 @@ class CheckReport:
         return asdict(self)
 
 
-EXACT_RTOL = 1e-10     # float64 vs float64: measured 1e-15..1e-12 relative (deploy/README.md)
-NOISE_FACTOR = 4.0     # float32 graph vs Paddle float32: measured 1.0..1.1 x the noise (deploy/README.md)
+EXACT_RTOL = 1e-10     # float64 vs float64: measured 7e-16..9e-13 relative (deploy/README.md)
+NOISE_FACTOR = 4.0     # float32 graph vs Paddle float32: measured 0.95..1.22 x the noise (deploy/README.md)
 
 
 def float32_noise(ref32: np.ndarray, ref64: np.ndarray) -> Dict[str, float]:

@@ -1,6 +1,6 @@
 """The stand-in's foundations: TensorRT's enums, Weights, ITensor and the ILayer base.
 
-Part of the NumPy stand-in for TensorRT's network API (``deploy/numpy_net.py`` is the
+Part of the NumPy stand-in for TensorRT's network API (``numpy_net.py`` is the
 namespace the builder sees; it re-exports everything here). Every API call and layer /
 tensor attribute set is recorded in :data:`API_LOG` for the API-signature test.
 """

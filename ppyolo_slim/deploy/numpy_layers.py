@@ -1,4 +1,4 @@
-"""The stand-in's layers, with TensorRT's documented semantics (see deploy/numpy_net.py)."""
+"""The stand-in's layers, with TensorRT's documented semantics (see numpy_net.py)."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -6,8 +6,8 @@ from typing import Tuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .numpy_core import (API_LOG, ActivationType, BoundingBoxFormat, DataType, ElementWiseOperation, GatherMode, ILayer, InterpolationMode,
-                         PaddingMode, PoolingType, ResizeCoordinateTransformation,
+from .numpy_core import (API_LOG, ActivationType, BoundingBoxFormat, DataType, ElementWiseOperation, GatherMode,
+                         ILayer, InterpolationMode, PaddingMode, PoolingType, ResizeCoordinateTransformation,
                          ResizeRoundMode, ResizeSelector, ScaleMode, _as_weights, _compute, _dims, _dtype_of)
 
 

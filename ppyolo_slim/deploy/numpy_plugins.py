@@ -1,4 +1,4 @@
-"""The stand-in's plugin registry and EfficientNMS_TRT (see deploy/numpy_net.py)."""
+"""The stand-in's plugin registry and EfficientNMS_TRT (see numpy_net.py)."""
 from __future__ import annotations
 
 import numpy as np

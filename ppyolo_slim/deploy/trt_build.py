@@ -37,7 +37,7 @@ def parse_args(argv=None):
                    help="allow TF32 in FP32 layers (TensorRT's default; off here so FP32 means FP32)")
     p.add_argument("--int8", action="store_true", help="INT8 with an entropy calibrator (TensorRT 10 only)")
     p.add_argument("--strongly-typed", action="store_true",
-                   help="TensorRT 10: build a strongly typed network as TensorRT 11 does (FP32/FP16)")
+                   help="TensorRT 10, FP32: build a strongly typed network as TensorRT 11 does (FP16 always is)")
     p.add_argument("--calib-dir", help="--int8: folder of representative images (letterboxed as in training)")
     p.add_argument("--calib-cache", help="--int8: calibration cache file, reused when it exists "
                                          "(default: <output>.calib)")

@@ -1,4 +1,4 @@
-"""Run a built engine: named I/O tensors, ``execute_async_v3``, GPU buffers from deploy/device.py.
+"""Run a built engine: named I/O tensors, ``execute_async_v3``, GPU buffers from device.py.
 
 :class:`TrtEngine` is the raw runner (numpy batch in, dict of numpy outputs back).
 :class:`TrtPredictor` puts it behind ppyolo_slim.engine.predict's predictor interface
@@ -204,6 +204,10 @@ class TrtPredictor:
             raise ValueError(f"{path}: built with --nms; its outputs are final detections, not the "
                              "[B,N,5+nc] predictions a predictor returns (use deploy/trt_infer.py)")
         self.names = list(side["names"])
+        outs = [o["name"] for o in side["outputs"]]
+        if len(outs) != 1:
+            raise ValueError(f"{path}: expected one [B,N,5+nc] output, the engine has {outs}")
+        self.output_name = outs[0]      # "output" from trt_build.py; the ONNX export's name otherwise
         h, w = side["img_size"]
         self.img_size = int(h) if h == w else (int(h), int(w))
         b = side["batch"]
@@ -218,7 +222,7 @@ class TrtPredictor:
             n = chunk.shape[0]
             if self.batch and n < self.batch:      # a fixed-batch engine: zero-pad, drop the padding
                 chunk = np.concatenate([chunk, np.zeros((self.batch - n,) + chunk.shape[1:], chunk.dtype)])
-            outs.append(self.runner.infer(chunk)["output"][:n])
+            outs.append(self.runner.infer(chunk)[self.output_name][:n])
         return np.concatenate(outs)
 
     def describe(self) -> Dict[str, Any]:

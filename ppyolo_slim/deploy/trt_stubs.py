@@ -4,7 +4,7 @@ The generated ``tensorrt_bindings/tensorrt.pyi`` cannot be imported or given to 
 (a parameter named ``in``; ``add_scale_nd`` has a parameter without default after ones
 with defaults), but every class, method, argument name, property and
 enum member of the real bindings is in it. This reader is line based and tolerant of
-both problems. ``tests/test_deploy_api.py`` checks every TensorRT call deploy/ makes
+both problems. ``tests/test_deploy_api.py`` checks every TensorRT call ppyolo_slim/deploy/ makes
 against it, so a call TensorRT does not have fails in CI instead of on a user's GPU.
 
 Pinned: ``pip install --no-deps tensorrt-stubs==10.13.0.35.1`` (its ``tensorrt``

@@ -44,7 +44,8 @@ class _Elf:
         shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
         self.sections = []
         for i in range(shnum):
-            name, typ, _, addr, off, size, link, _, _, _ = struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
+            name, typ, _, addr, off, size, link, _, _, _ = struct.unpack_from("<IIQQQQIIQQ", data,
+                                                                             shoff + i * shentsize)
             self.sections.append({"name": name, "type": typ, "addr": addr, "off": off, "size": size, "link": link})
         names = self.sections[shstrndx]["off"]
         for s in self.sections:

@@ -3,7 +3,7 @@
 The layer list below is ultralytics' ``models/yolov5*.yaml`` as data: each row is
 (from, repeats, block, args). ``expand`` applies the depth and width multiples and
 returns ``LayerSpec`` rows with the default channel counts. Both the Paddle model
-(``model/yolo.py``) and the TensorRT builder (``deploy/builder.py``) walk this list;
+(``model/yolo.py``) and the TensorRT builder (``ppyolo_slim/deploy/builder.py``) walk this list;
 where weights are given, each conv's channel count is read from them instead.
 """
 from __future__ import annotations
