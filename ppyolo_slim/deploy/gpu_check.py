@@ -130,8 +130,8 @@ def build_onnx_parser_engine(weights, engine_path, img_size, workdir, log):
     """paddle2onnx export of ``weights`` (dynamic batch), parsed by TensorRT's OnnxParser, FP32
     with TF32 off, one profile 1..8; a sidecar in trt_build.py's format."""
     from ppyolo_slim.export import export_model
-    from ppyolo_slim.jsonio import write_json
-    from ppyolo_slim.model.weights import atomic_write_bytes
+    from ppyolo_slim.utils.io import write_json
+    from ppyolo_slim.utils.io import atomic_write_bytes
     from .builder import load_checkpoint
     from .engine import SIDECAR_FORMAT, sidecar_path
     from .trt_compat import require_tensorrt_and_gpu, trt_major
@@ -299,7 +299,7 @@ def main(argv=None) -> int:
         print("error: gpu_check needs TensorRT and an NVIDIA GPU: " + "; ".join(p.rstrip(".") for p in e.problems)
               + " (deploy/README.md says how to install TensorRT)", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    from ppyolo_slim.jsonio import write_json
+    from ppyolo_slim.utils.io import write_json
     from .builder import load_checkpoint
     from .trt_runtime import TrtEngine, TrtPredictor
     kinds = [ENGINE_KINDS[k] for k in (a.engines or ENGINE_KINDS)]
