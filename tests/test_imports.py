@@ -215,3 +215,22 @@ def test_a_lower_layer_importing_a_higher_one_fails(tmp_path):
     check_imports(tmp_path, ["pkg"], {"pkg.engine": ("pkg.model",)})     # the allowed way
     with pytest.raises(AssertionError, match=r"pkg/model/m\.py:4: pkg\.model\.m imports pkg\.engine, which"):
         check_imports(tmp_path, ["pkg"], {"pkg.model": ("pkg.engine",)})
+
+
+def test_every_import_of_the_package_names_a_module_that_exists():
+    """A module moved or renamed leaves no import of its old name behind (module-level or inside
+    a function), in the package, the tools, the benchmarks or the tests."""
+    import importlib.util
+    missing = []
+    for folder in ("ppyolo_slim", "deploy", "tools", "benchmarks", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                for n in names:
+                    if n.split(".")[0] == "ppyolo_slim" and importlib.util.find_spec(n) is None:
+                        missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {n}")
+    assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)
