@@ -183,7 +183,14 @@ def import_paddleslim():
     with warnings.catch_warnings():
         # paddleslim.analysis imports pip, which makes setuptools announce it replaces distutils
         warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
-        import paddleslim
+        try:
+            import paddleslim
+        except ModuleNotFoundError as e:
+            if e.name != "paddleslim":
+                raise
+            raise ModuleNotFoundError(
+                "PaddleSlim is not installed; pruning needs paddleslim==2.6.0 (with Paddle 3: "
+                "pip install --no-deps paddleslim==2.6.0, see docs/paddle3.md)", name="paddleslim") from None
     if paddle_major() >= 3:
         _fit_paddleslim_to_paddle3()
     return paddleslim
