@@ -28,6 +28,13 @@ def paddle_major() -> int:
     return int(paddle.__version__.split(".")[0])
 
 
+def quiet_paddle_import() -> None:
+    """Paddle 3's ``import paddle`` warns "No ccache found" (paddle/utils/cpp_extension), a note
+    for people compiling custom operators; we compile none, and the tools' one-line errors
+    would be three. Call before paddle is imported; Paddle 2.6 never warns it."""
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+
+
 def legacy_ir():
     """A context in which dygraph-to-static tracing builds old-IR programs (``ProgramDesc``).
     Paddle 3 defaults to PIR; ``paddle.pir_utils.DygraphOldIrGuard`` is what Paddle's own
