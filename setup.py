@@ -51,7 +51,9 @@ if PADDLE_SET == "3":
         # the parts of its dependencies that its import and our pruning use:
         "pyzmq", "decorator",       # paddleslim imports zmq and decorator; Paddle 3 no longer pulls decorator
         "paddle2onnx==2.1.0",       # the exporter for Paddle 3's PIR programs; pins onnx<=1.17
-        "numpy>=1.21",              # numpy 2 works with Paddle 3 (2.4 checked)
+        # numpy 2 works with Paddle 3 (2.3 checked). 2.4 made int()/float() of a 1-element array an
+        # error, and Paddle 3.3.1's Tensor.__int__ does that: int(tensor([5])) and paddle.flops raise
+        "numpy>=1.21,<2.4",
         "onnx>=1.16",
         "onnxruntime>=1.16",
         "visualdl==2.5.3",
