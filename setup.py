@@ -3,13 +3,28 @@
 GPU machines: ``PPYOLO_SLIM_GPU=1 pip install -e .`` requires paddlepaddle-gpu in place of the
 CPU wheel (both in one environment break each other, so there is no "gpu" extra: an extra can
 only add a requirement, and would install both).
+
+Paddle 3 (opt-in, see docs/paddle3.md): ``PPYOLO_SLIM_PADDLE=3 pip install -e .`` then
+``pip install --no-deps paddleslim==2.6.0``. PaddleSlim 2.6 pins opencv-python==4.6.0.66,
+which is built against numpy 1.x; installed without its dependencies it runs on numpy 2
+(the differences it needs live in ppyolo_slim/compat.py). The default stays Paddle 2.6.2
+until the whole suite passes on Paddle 3.
 """
 import os
 
 from setuptools import find_packages, setup
 
 GPU = os.environ.get("PPYOLO_SLIM_GPU", "") not in ("", "0")
-PADDLE = "paddlepaddle-gpu==2.6.2" if GPU else "paddlepaddle==2.6.2"
+PADDLE_SET = os.environ.get("PPYOLO_SLIM_PADDLE", "2").strip() or "2"
+if PADDLE_SET not in ("2", "3"):
+    raise SystemExit(f"PPYOLO_SLIM_PADDLE={PADDLE_SET!r}: expected 2 (Paddle 2.6.2, the default) or 3 (Paddle 3.3)")
+if PADDLE_SET == "3" and GPU:
+    # PyPI's newest paddlepaddle-gpu is 2.6.2; Paddle 3 GPU wheels come from Paddle's own index
+    PADDLE = "paddlepaddle-gpu>=3.3,<3.4"
+elif PADDLE_SET == "3":
+    PADDLE = "paddlepaddle>=3.3.1,<3.4"
+else:
+    PADDLE = "paddlepaddle-gpu==2.6.2" if GPU else "paddlepaddle==2.6.2"
 
 install_requires = [
     PADDLE,                     # the last Paddle PaddleSlim 2.6 supports (docs/dependencies.md)
@@ -28,6 +43,29 @@ install_requires = [
     "protobuf>=3.20",
     "setuptools<81",            # paddleslim 2.6 imports pkg_resources, which setuptools 81+ no longer ships
 ]
+
+if PADDLE_SET == "3":
+    install_requires = [
+        PADDLE,                     # 3.3.1: checked here; 3.x saves PIR programs (model.json)
+        # paddleslim==2.6.0 goes in with --no-deps (its opencv 4.6 pin needs numpy 1.x); these are
+        # the parts of its dependencies that its import and our pruning use:
+        "pyzmq", "decorator",       # paddleslim imports zmq and decorator; Paddle 3 no longer pulls decorator
+        "paddle2onnx==2.1.0",       # the exporter for Paddle 3's PIR programs; pins onnx<=1.17
+        # numpy 2 works with Paddle 3 (2.3 checked). 2.4 made int()/float() of a 1-element array an
+        # error, and Paddle 3.3.1's Tensor.__int__ does that: int(tensor([5])) and paddle.flops raise
+        "numpy>=1.21,<2.4",
+        "onnx>=1.16",
+        "onnxruntime>=1.16",
+        "visualdl==2.5.3",
+        "pycocotools>=2.0.6",
+        "opencv-python>=4.8",       # a numpy-2 build (5.0 checked)
+        "pyyaml>=5.4",
+        "tqdm>=4.60",
+        "matplotlib>=3.5",
+        "scikit-learn",             # paddleslim's; no zlib clash with Paddle 3 (1.9 checked)
+        "protobuf>=3.20",
+        "setuptools<81",            # checked with 65.5 only; the pkg_resources stand-in covers newer ones
+    ]
 
 extras = {
     "test": ["pytest>=7", "hypothesis>=6.80"],

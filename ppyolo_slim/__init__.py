@@ -1,5 +1,8 @@
 """ppyolo-slim: YOLOv5 in Paddle, trained sparse, pruned with PaddleSlim, deployed to TensorRT."""
 from . import _preload  # noqa: F401  before anything imports paddle: docs/dependencies.md#zlib-and-import-order
+from .compat import quiet_paddle_import
+
+quiet_paddle_import()   # before paddle is imported (compat.py)
 
 __version__ = "0.1.0"
 

@@ -17,6 +17,7 @@ import paddle
 import yaml
 from onnx import numpy_helper
 
+from ppyolo_slim.compat import OLD_IR_MODEL, saved_model_file
 from ppyolo_slim.data import Record
 from ppyolo_slim.engine.evaluate import evaluate_model
 from ppyolo_slim.engine.postprocess import non_max_suppression
@@ -103,7 +104,7 @@ def export_uneven(weights, tmp_path_factory):
 
 def test_original_export_files_and_ultralytics_layout(export_orig, weights):
     names = set(os.listdir(export_orig))
-    assert {"model.pdmodel", "model.pdiparams", "model.onnx", "infer_cfg.yml", "export_report.json"} <= names
+    assert {saved_model_file(), "model.pdiparams", "model.onnx", "infer_cfg.yml", "export_report.json"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     m = onnx.load(os.path.join(export_orig, "model.onnx"))
     onnx.checker.check_model(m, full_check=True)
@@ -136,7 +137,9 @@ def test_original_onnx_and_paddle_inference_match_dygraph(export_orig, weights):
         d = report["check"][backend]
         assert d["finite"] and 0 <= d["box_rel_img"] <= TOL and 0 <= d["score"] <= TOL
     assert report["sizes_bytes"]["model.onnx"] == os.path.getsize(os.path.join(export_orig, "model.onnx"))
-    assert report["versions"]["paddle2onnx"] == "1.3.1"
+    import paddle2onnx
+    assert report["versions"]["paddle2onnx"] == paddle2onnx.__version__
+    assert report["versions"]["paddlepaddle"] == paddle.__version__
 
 
 def test_uneven_dynamic_batch_runs_batch_1_and_3(export_uneven, weights):
@@ -381,8 +384,10 @@ def test_reexport_replaces_files_and_drops_stale_onnx(weights, tmp_path):
     (out / "model.onnx").write_bytes(b"stale")
     (out / "notes.txt").write_text("mine")
     export_model(weights["orig"], str(out), onnx=False, check=False, log=lambda s: None)
-    assert sorted(os.listdir(out)) == ["export_report.json", "infer_cfg.yml", "model.pdiparams",
-                                       "model.pdiparams.info", "model.pdmodel", "notes.txt"]
+    program = saved_model_file()   # Paddle 3 writes model.json and no .pdiparams.info
+    info = ["model.pdiparams.info"] if program == OLD_IR_MODEL else []
+    assert sorted(os.listdir(out)) == sorted(["export_report.json", "infer_cfg.yml", "model.pdiparams",
+                                              program, "notes.txt"] + info)
     assert yaml.safe_load(open(out / "infer_cfg.yml"))["onnx_file"] is None
 
 

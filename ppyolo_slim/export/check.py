@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from ..compat import extract_onnx
+
 DEFAULT_TOL = 1e-4
 NOISE_FACTOR = 50.0
 
@@ -136,7 +138,7 @@ def check_nms_output(onnx_path: str, session, xs: List[np.ndarray], raw_name: st
         det, raw = session.run([det_name, raw_name], {session.get_inputs()[0].name: x})
         r, w = _nms_equal(det, raw, conf_thres, iou_thres, max_det, "check images")
         rows, worst = rows + r, max(worst, w)
-    tail = onnx.utils.Extractor(onnx.load(onnx_path)).extract_model([raw_name], [det_name])
+    tail = extract_onnx(onnx.load(onnx_path), [raw_name], [det_name])   # compat.py: onnx 1.17
     sess = ort.InferenceSession(tail.SerializeToString(), providers=["CPUExecutionProvider"])
     shape = session.get_outputs()[[o.name for o in session.get_outputs()].index(raw_name)].shape
     raw = synthetic_predictions(2, int(shape[1]), int(shape[2]) - 5, img_size)

@@ -17,18 +17,19 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from ..compat import MODEL_FILES, saved_model_file, saved_output_name
 from ..utils.io import dumps
 from .check import DEFAULT_TOL, ExportCheckError, check_export
 from .inference_cfg import CFG_NAME, build_infer_cfg, dump_infer_cfg
 from .onnx_graph import (MIN_NMS_OPSET, NMS_OUTPUT, RAW_OUTPUT, OnnxExportError, append_nms,
                          check_and_serialise, finalize, paddle_to_onnx)
-from .runtime import ONNX_FILE, PADDLE_MODEL, PADDLE_PARAMS
+from .runtime import ONNX_FILE, PADDLE_PARAMS
 
 REPORT_NAME = "export_report.json"
 # checked with paddle2onnx 1.3.1: opsets 7-10 abort on this model (Resize), 20+ are refused
 MIN_OPSET, MAX_OPSET = 11, 19
 # every file an export may write; a re-export into the same folder removes the ones it did not write
-KNOWN_FILES = (PADDLE_MODEL, PADDLE_PARAMS, PADDLE_PARAMS + ".info", ONNX_FILE, CFG_NAME, REPORT_NAME)
+KNOWN_FILES = (*MODEL_FILES, PADDLE_PARAMS, PADDLE_PARAMS + ".info", ONNX_FILE, CFG_NAME, REPORT_NAME)
 
 
 class ExportError(RuntimeError):
@@ -80,13 +81,10 @@ def _float64_twin(model, img_size: int) -> Callable[[np.ndarray], np.ndarray]:
 
 def _paddle_output_name(model_file: str) -> str:
     """The fetch target of a saved inference program (what Paddle Inference names the output)."""
-    from paddle.base.proto import framework_pb2
-    with open(model_file, "rb") as f:
-        prog = framework_pb2.ProgramDesc.FromString(f.read())
-    for op in prog.blocks[0].ops:
-        if op.type == "fetch":
-            return list(op.inputs[0].arguments)[0]
-    raise ExportError(f"{model_file}: the saved program has no output (fetch op)")
+    name = saved_output_name(model_file)
+    if not name:
+        raise ExportError(f"{model_file}: the saved program has no output (fetch op)")
+    return name
 
 
 def _versions() -> Dict[str, str]:
@@ -212,9 +210,9 @@ def _export(model, meta, output, img_size, batch, opset, nms, onnx, check, conf_
             raise ExportError(f"paddle.jit.save could not trace the model ({type(e).__name__}: "
                               f"{str(e).strip().splitlines()[-1] if str(e).strip() else e})") from None
         timings["jit_save_s"] = time.time() - t
-        model_file, params_file = os.path.join(tmp, PADDLE_MODEL), os.path.join(tmp, PADDLE_PARAMS)
+        model_file, params_file = os.path.join(tmp, saved_model_file()), os.path.join(tmp, PADDLE_PARAMS)
         paddle_out = _paddle_output_name(model_file)
-        log(f"paddle.jit.save: {PADDLE_MODEL} + {PADDLE_PARAMS} "
+        log(f"paddle.jit.save: {os.path.basename(model_file)} + {PADDLE_PARAMS} "
             f"({os.path.getsize(params_file) / 1e6:.1f} MB) in {timings['jit_save_s']:.1f} s")
 
         onnx_outputs = None
@@ -232,7 +230,8 @@ def _export(model, meta, output, img_size, batch, opset, nms, onnx, check, conf_
                               anchors=meta.anchors, num_boxes=num_boxes, paddle_output=paddle_out,
                               onnx_file=ONNX_FILE if onnx else None, onnx_outputs=onnx_outputs,
                               opset=opset if onnx else None, conf_thres=conf_thres, iou_thres=iou_thres,
-                              max_det=max_det, nms_in_onnx=nms, source=os.path.basename(source) if source else "")
+                              max_det=max_det, nms_in_onnx=nms, source=os.path.basename(source) if source else "",
+                              model_file=os.path.basename(model_file))
         with open(os.path.join(tmp, CFG_NAME), "wb") as f:
             f.write(dump_infer_cfg(cfg))
 

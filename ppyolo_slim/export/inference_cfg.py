@@ -33,7 +33,7 @@ def build_infer_cfg(*, names: Sequence[str], img_size: int, batch: Optional[int]
                     anchors: Sequence[Sequence[float]], num_boxes: int, paddle_output: str,
                     onnx_file: Optional[str], onnx_outputs: Optional[Dict[str, str]],
                     opset: Optional[int], conf_thres: float, iou_thres: float, max_det: int,
-                    nms_in_onnx: bool, source: str) -> Dict[str, Any]:
+                    nms_in_onnx: bool, source: str, model_file: str = "model.pdmodel") -> Dict[str, Any]:
     nc = len(names)
     shape: List[Any] = [batch if batch else -1, 3, img_size, img_size]
     cfg: Dict[str, Any] = {
@@ -41,7 +41,7 @@ def build_infer_cfg(*, names: Sequence[str], img_size: int, batch: Optional[int]
         "version": FORMAT_VERSION,
         "arch": "YOLOv5",
         "source_weights": source,
-        "model_file": "model.pdmodel",
+        "model_file": model_file,                      # model.json from Paddle 3 (compat.py)
         "params_file": "model.pdiparams",
         "onnx_file": onnx_file,
         "opset": opset,
@@ -105,7 +105,7 @@ def read_infer_cfg(folder_or_file: str) -> Dict[str, Any]:
         path = os.path.join(path, CFG_NAME)
     if not os.path.isfile(path):
         raise InferCfgError(f"{path}: no such file (an export folder written by tools/export.py "
-                            f"holds model.pdmodel, model.pdiparams and {CFG_NAME})")
+                            f"holds model.pdmodel or model.json, model.pdiparams and {CFG_NAME})")
     try:
         with open(path, "r", encoding="utf-8") as f:
             cfg = yaml.safe_load(f)

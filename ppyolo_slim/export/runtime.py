@@ -1,5 +1,5 @@
 """Predictors for exported models: ONNX Runtime (``model.onnx``) and Paddle Inference
-(``model.pdmodel`` + ``model.pdiparams``), behind engine/predict.py's interface:
+(``model.pdmodel`` or ``model.json`` + ``model.pdiparams``), behind engine/predict.py's interface:
 ``predictor(images float32 [B,3,S,S] RGB in [0,1]) -> np [B,N,5+nc]`` with ``names``,
 ``img_size``, ``fixed_size``, ``batch``, ``backend`` and ``source``.
 
@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..compat import MODEL_FILES, enable_inference_memory_optim
 from ..engine.predict import Predictor, PredictorUnavailable
 from .inference_cfg import CFG_NAME, InferCfgError, read_infer_cfg
 
@@ -199,12 +200,15 @@ class PaddleInferencePredictor(Predictor):
                  trt_cache_dir: Optional[str] = None):
         import paddle
         import paddle.inference as pi
-        if os.path.isfile(model_dir) and model_dir.endswith(".pdmodel"):
+        if os.path.isfile(model_dir) and model_dir.endswith((".pdmodel", ".json")):
             folder, model_file = os.path.dirname(os.path.abspath(model_dir)), os.path.abspath(model_dir)
-            params_file = model_file[:-len(".pdmodel")] + ".pdiparams"
+            params_file = os.path.splitext(model_file)[0] + ".pdiparams"
         else:
             folder = os.path.abspath(model_dir)
-            model_file, params_file = os.path.join(folder, PADDLE_MODEL), os.path.join(folder, PADDLE_PARAMS)
+            # model.pdmodel (Paddle 2.6) or model.json (Paddle 3, compat.py)
+            found = [n for n in MODEL_FILES if os.path.isfile(os.path.join(folder, n))]
+            model_file = os.path.join(folder, found[0] if found else PADDLE_MODEL)
+            params_file = os.path.join(folder, PADDLE_PARAMS)
         for f in (model_file, params_file):
             if not os.path.isfile(f):
                 raise FileNotFoundError(f"{f}: missing (--model-dir expects an export folder written by "
@@ -229,7 +233,7 @@ class PaddleInferencePredictor(Predictor):
         config = pi.Config(model_file, params_file)
         config.disable_glog_info()
         config.switch_ir_optim(True)
-        config.enable_memory_optim()
+        enable_inference_memory_optim(config)   # not on Paddle 3 (compat.py)
         if use_gpu:
             config.enable_use_gpu(int(gpu_mem_mb), _device_id(device))
             if trt:

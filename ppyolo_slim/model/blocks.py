@@ -8,6 +8,7 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
+from ..compat import upsample_nearest
 from .channels import ConvSpec, ResolvedLayer
 
 # torch BatchNorm momentum 0.03 updates running = 0.97*running + 0.03*batch;
@@ -76,7 +77,7 @@ class Upsample(nn.Layer):
         self.scale = r.spec.scale
 
     def forward(self, x):
-        return nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return upsample_nearest(x, int(self.scale))   # traced differently on Paddle 3 (compat.py)
 
 
 class Concat(nn.Layer):

@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ..compat import traced_cell_grid
 from .blocks import C3, SPPF, Concat, Conv, Upsample
 from .channels import ResolvedLayer, resolve
 from .spec import NetSpec
@@ -37,13 +38,14 @@ class Detect(nn.Layer):
 
     def _grid(self, i: int, ny: int, nx: int):
         key = (i, ny, nx)
-        grid = self._grids.get(key) if paddle.in_dynamic_mode() else None
+        if not paddle.in_dynamic_mode():   # a tensor made while tracing must not be cached
+            return traced_cell_grid(ny, nx)   # Paddle 3 traces it as ops (compat.py)
+        grid = self._grids.get(key)
         if grid is None:
             yv, xv = np.meshgrid(np.arange(ny, dtype="float32"), np.arange(nx, dtype="float32"),
                                  indexing="ij")
             grid = paddle.to_tensor(np.stack((xv, yv), -1)[None, None] - 0.5)   # [1,1,ny,nx,2]
-            if paddle.in_dynamic_mode():   # a tensor made while tracing must not be reused eagerly
-                self._grids[key] = grid
+            self._grids[key] = grid
         return grid
 
     def forward(self, *xs: paddle.Tensor):

@@ -15,7 +15,8 @@ Where PaddleSlim 2.6 is extended, and why (each through its own hook, none bypas
   checks every Conv-BN is in exactly one collection (``PruneCoverageError`` otherwise).
 * ``compensate.py``: folds removed channels' constant output into consumers before the plan
   is applied (PaddleSlim only cuts tensors).
-* ``_compat.py``: ``import paddleslim`` needs ``pkg_resources``, gone from setuptools >= 81.
+* ``_compat.py``: ``import_paddleslim`` from ``ppyolo_slim/compat.py`` (no ``pkg_resources`` on
+  setuptools >= 81; PaddleSlim's tracer on Paddle 3).
 
 PaddleSlim 2.6 behaviours worked around here: its tracer leaves Paddle in static mode if
 the trace raises (restored); tracing in eval mode would cache static tensors in Detect's
