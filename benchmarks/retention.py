@@ -55,6 +55,8 @@ def grid() -> Dict[str, Dict[str, Any]]:
         cells[f"gradual_{cut}"] = {**g, "cut": cut}
         cells[f"scratch_{cut}"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}"}
     cells["progressive_8x"] = {**g, "cut": "8x", "steps": [0.5, 0.75, 0.875]}
+    # a longer fine-tune (4x the epochs; more training than the dense reference had): is the gap budget?
+    cells["gradual_8x_ft4x"] = {**g, "cut": "8x", "finetune_scale": 4}
     return cells
 
 
@@ -117,7 +119,7 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
     else:
         ratio = CUTS[cell["cut"]]
         src = a["dense"]
-        ft_epochs = a["finetune_epochs"]
+        ft_epochs = a["finetune_epochs"] * int(cell.get("finetune_scale", 1))
         if kind == "sparse":
             ov = common + [f"weights={a['dense']}", f"epochs={a['sparse_epochs']}",
                            f"sparsity.method={cell['method']}", f"prune.ratio={ratio}",
