@@ -55,6 +55,10 @@ def grid() -> Dict[str, Dict[str, Any]]:
         cells[f"gradual_{cut}"] = {**g, "cut": cut}
         cells[f"scratch_{cut}"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}"}
     cells["progressive_8x"] = {**g, "cut": "8x", "steps": [0.5, 0.75, 0.875]}
+    # the same share cut from every layer (the narrow-model shape of ultralytics' width scaling),
+    # and the Detect inputs penalised like the rest
+    cells["gradual_8x_uniform"] = {**g, "cut": "8x", "selection": "uniform"}
+    cells["gradual_8x_detect"] = {**g, "cut": "8x", "exclude_detect_inputs": False}
     # a longer fine-tune (4x the epochs; more training than the dense reference had): is the gap budget?
     cells["gradual_8x_ft4x"] = {**g, "cut": "8x", "finetune_scale": 4}
     return cells
@@ -125,6 +129,10 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
                            f"sparsity.method={cell['method']}", f"prune.ratio={ratio}",
                            f"sparsity.flop_weighted={str(cell.get('flop_weighted', False)).lower()}"]
             ov.append(f"sparsity.rate={cell.get('rate', a['rates'][cell['method']])}")
+            if cell.get("selection"):
+                ov.append(f"sparsity.selection={cell['selection']}")
+            if "exclude_detect_inputs" in cell:
+                ov.append(f"sparsity.exclude_detect_inputs={str(cell['exclude_detect_inputs']).lower()}")
             if cell.get("steps"):
                 ov.append("sparsity.steps=[" + ",".join(str(x) for x in cell["steps"]) + "]")
             r = _train(os.path.join(ROOT, "configs", "sparse.yml"), ov, os.path.join(out, "sparse"))
@@ -133,7 +141,9 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
             row["sparse_train_s"] = r["train_s"]
         else:   # oneshot: the dense model cut directly, fine-tuned for the whole budget
             ft_epochs = total
-        rep = prune_checkpoint(src, os.path.join(out, "prune"), ratio=ratio, img_size=int(eval_cfg["img_size"]),
+        # uniform masks remove less than the global share where floors bind: cut exactly the zeros
+        cut = {"ratio": None, "threshold": 1e-12} if cell.get("selection") == "uniform" else {"ratio": ratio}
+        rep = prune_checkpoint(src, os.path.join(out, "prune"), **cut, img_size=int(eval_cfg["img_size"]),
                                evaluate=val_evaluator(eval_cfg), visualdl=False, plots=False, log=lambda *_: None)
         row["after_cut"] = {k: float(rep["metrics"]["after_prune"][k]) for k in ("map50_95", "map50")}
         pruned = rep["paths"]["weights"]

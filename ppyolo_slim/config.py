@@ -96,6 +96,7 @@ DEFAULTS: Dict[str, Any] = {
         "target_ratio": None,      # gradual: share of channels held at zero at the end (None: prune.ratio)
         "ramp": 0.6,               # gradual: share of the epochs over which that share grows (cubic)
         "interval": 5,             # gradual: optimizer steps between re-selections
+        "selection": "global",     # gradual: global (one threshold, as the cut) or uniform (the share per layer)
         "steps": None,             # gradual, progressive: shares held in turn, e.g. [0.5, 0.75, 0.875]
     },
     "distill": {
@@ -183,6 +184,7 @@ RANGES: Dict[str, tuple] = {
     "sparsity.final_rate": _AT_LEAST_0, "sparsity.bottleneck_rate": _AT_LEAST_0,
     "sparsity.method": _one_of("subgradient", "proximal", "gradual"), "sparsity.target_ratio": _BELOW_1,
     "sparsity.ramp": _SHARE, "sparsity.interval": _AT_LEAST_1,
+    "sparsity.selection": _one_of("global", "uniform"),
     "sparsity.steps": (lambda v: len(v) > 0 and all(0 <= x < 1 for x in v), "shares in [0, 1)"),
     "distill.weight": _AT_LEAST_0, "distill.teacher": (lambda v: bool(v.strip()), "a path to a .pdparams file"),
     "log.interval": _AT_LEAST_1, "log.images": _AT_LEAST_0,

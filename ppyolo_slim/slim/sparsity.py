@@ -226,8 +226,9 @@ class GradualMask:
     (what is saved and evaluated). A resumed run reads its masks back from the zeros."""
 
     def __init__(self, pruner, criterion: str, target: float, ramp_epochs: float,
-                 min_channels: int, round_to: int, interval: int = 5, steps: Optional[List[float]] = None):
-        self.pruner, self.criterion = pruner, criterion
+                 min_channels: int, round_to: int, interval: int = 5, steps: Optional[List[float]] = None,
+                 mode: str = "global"):
+        self.pruner, self.criterion, self.mode = pruner, criterion, mode
         self.target, self.ramp = float(target), float(ramp_epochs)
         self.steps = [float(x) for x in steps] if steps else None
         if self.steps and (sorted(self.steps) != self.steps or abs(self.steps[-1] - self.target) > 1e-9):
@@ -248,7 +249,7 @@ class GradualMask:
         if share <= 0:
             self.masks = [np.ones(s.size, dtype=bool) for s in scores]
         else:
-            self.masks, _ = select(scores, layers, Policy(ratio=min(share, 0.999999),
+            self.masks, _ = select(scores, layers, Policy(mode=self.mode, ratio=min(share, 0.999999),
                                                           min_channels=self.min_channels,
                                                           round_to=self.round_to))
         self.share = share
@@ -329,7 +330,8 @@ class SparsityCallback(Callback):
             crit = "bn_scale_per_flop" if c["flop_weighted"] else "bn_scale"
             self.gradual = GradualMask(self._pruner(trainer), crit, target,
                                        c["ramp"] * trainer.epochs, self.prune_cfg["min_channels"],
-                                       self.prune_cfg["round_to"], c["interval"], c["steps"])
+                                       self.prune_cfg["round_to"], c["interval"], c["steps"],
+                                       c["selection"])
             if trainer.start_epoch > 0:    # resumed: the masked set is the zeros it left
                 self.gradual.restore(trainer.core, trainer.start_epoch, trainer.nb)
         elif c["flop_weighted"]:
