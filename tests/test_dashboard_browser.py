@@ -155,6 +155,8 @@ def _wait_drawn(b, tag, shot, timeout=90):
 
 
 def test_readme_names_the_command_and_the_pages():
+    from ppyolo_slim.cli import dashboard_command
+    assert dashboard_command("output/").split()[3:] == README_FLAGS     # what the tools print
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     assert "visualdl --logdir output/ " + " ".join(README_FLAGS) in readme
     assert "/app/sample/image" in readme and "/app/scalar" in readme
