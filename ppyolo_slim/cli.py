@@ -9,3 +9,11 @@
 130 interrupted (Ctrl-C); what can be continued is printed.
 """
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+
+# VisualDL 2.5.3 lists its tabs in a set's arbitrary order and opens on the first: this fixes
+# the order (scalars first) and leaves out the graph of exported models under the log folder
+DASHBOARD_FLAGS = "--component_tabs scalar histogram image text"
+
+
+def dashboard_command(logdir: str) -> str:
+    return f"visualdl --logdir {logdir} {DASHBOARD_FLAGS}"

@@ -13,7 +13,7 @@ def test_shipped_configs_load(path):
 
 def test_base_inheritance_and_overrides():
     cfg = load_config("configs/sparse.yml", ["epochs=2", "optimizer.lr0=0.5", "data=my.yaml"])
-    assert cfg.sparsity.enabled is True and cfg.sparsity.rate == 1e-3   # from sparse.yml
+    assert cfg.sparsity.enabled is True and cfg.sparsity.rate == 1.0 and cfg.sparsity.method == "gradual"   # sparse.yml
     assert cfg.img_size == 160                      # from base.yml
     assert cfg.epochs == 2 and cfg.optimizer.lr0 == 0.5 and cfg.data == "my.yaml"
     assert cfg.optimizer.momentum == 0.937          # untouched sibling survives the merge

@@ -231,3 +231,14 @@ def test_a_box_stands_out_on_a_background_of_its_own_colour():
         contrast = max(abs(luminance(p) - luminance(bg)) for p in edge)
         assert contrast > 100, (c, bg, edge)
     assert len({class_color(c) for c in range(20)}) == 20
+
+
+def test_checkpoint_given_as_onnx_or_model_dir_says_to_use_weights(tiny_weights, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_rect_image(str(src / "a.png"), 64, 64, [])
+    for flag, says in (("--onnx", "a .pdparams checkpoint, not an ONNX model: give it as --weights"),
+                       ("--model-dir", "a file, not an export folder: --model-dir takes the folder")):
+        rc = load_tool("infer").main([flag, tiny_weights, "--source", str(src), "--output", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and says in err and len(err.splitlines()) == 1, err

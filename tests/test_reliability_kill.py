@@ -269,4 +269,4 @@ def test_kill_pipeline_between_and_inside_stages_then_rerun(tiny_data, tmp_path)
     for f in ("summary.md", "summary.json", "export/finetuned/model.onnx", "finetune/best.pdparams",
               "finetune/last.pdparams"):
         assert f in files, f
-    assert "finetuned" in (out / "summary.md").read_text()
+    assert "| fine-tuned |" in (out / "summary.md").read_text()

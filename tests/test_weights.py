@@ -263,7 +263,7 @@ def _wrong_file(kind, tmp_path, saved):
 
 @pytest.mark.parametrize("kind, says", [
     ("onnx", r"an ONNX model, not \.pdparams weights: run it with --onnx .*model\.onnx"),
-    ("jpg", r"an image, not weights: images go to --source"),
+    ("jpg", r"an image, not a model: images go to --source"),
     ("pdiparams", r"Paddle inference model .* --model-dir .*export"),
     ("state", r"a training state .* use .*last\.pdparams as --weights, or continue the run with "
               r"python tools/train\.py --resume .*last\.pdparams"),

@@ -65,7 +65,7 @@ def main(argv=None):
     summary = state["done"].get("summary")
     if summary:
         print(f"pipeline finished in {summary['wall_s'] / 60:.1f} min of stage time; "
-              f"table in {summary['paths']['md']}")
+              f"table in {summary['paths']['md']}; dashboards: {cli.dashboard_command(args.output)}")
     return cli.OK
 
 

@@ -82,8 +82,11 @@ def _run(cfg: Config, resume, progress: bool, rank: int, world: int) -> int:
                                      else "no checkpoint was written yet"), file=sys.stderr)
         return 130
     if rank == 0:
+        from ..cli import dashboard_command
         print(f"done: {summary['epochs']} epochs in {summary['train_s']:.0f} s; best mAP@0.5:0.95 "
               f"{summary['best_fitness']:.4f}; weights {summary['best']} and {summary['last']}")
+        if cfg["log"]["visualdl"]:
+            print(f"dashboards: {dashboard_command(cfg['output_dir'])}")
     return 0
 
 

@@ -25,6 +25,25 @@ PADDLE_MODEL = "model.pdmodel"
 PADDLE_PARAMS = "model.pdiparams"
 
 
+
+def _is_pickle(path: str) -> bool:
+    """paddle.save's .pdparams is a pickle (protocol 2+ starts with 0x80)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(1) == b"\x80"
+    except OSError:
+        return False
+
+
+def _not_onnx(path: str) -> Optional[str]:
+    """What a file given as --onnx is instead, when its first bytes tell."""
+    if _is_pickle(path):
+        return ("a .pdparams checkpoint, not an ONNX model: give it as --weights, or export it first "
+                "(tools/export.py --weights ... --output DIR writes DIR/model.onnx)")
+    from ..model.weights import what_else_it_is
+    what = what_else_it_is(path)
+    return what if what and not what.startswith("an ONNX model") else None
+
 class ExportedModelError(ValueError):
     """An exported model that cannot be used as it is; the message names the file."""
 
@@ -95,7 +114,8 @@ class OnnxPredictor(Predictor):
         try:
             self.session = ort.InferenceSession(path, so, providers=providers)
         except Exception as e:   # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ExportedModelError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
+            raise ExportedModelError(f"{path}: " + (_not_onnx(path) or f"onnxruntime cannot load it "
+                                                    f"({type(e).__name__}: {e})")) from None
         self.device = "gpu" if use_gpu else "cpu"
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -203,6 +223,11 @@ class PaddleInferencePredictor(Predictor):
         if os.path.isfile(model_dir) and model_dir.endswith((".pdmodel", ".json")):
             folder, model_file = os.path.dirname(os.path.abspath(model_dir)), os.path.abspath(model_dir)
             params_file = os.path.splitext(model_file)[0] + ".pdiparams"
+        elif os.path.isfile(model_dir):
+            raise FileNotFoundError(f"{model_dir}: a file, not an export folder: --model-dir takes the folder "
+                                    f"tools/export.py wrote (model.pdmodel, model.pdiparams, infer_cfg.yml)"
+                                    + ("; a .pdparams checkpoint goes to --weights"
+                                       if _is_pickle(model_dir) else ""))
         else:
             folder = os.path.abspath(model_dir)
             # model.pdmodel (Paddle 2.6) or model.json (Paddle 3, compat.py)

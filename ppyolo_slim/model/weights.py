@@ -99,8 +99,7 @@ def what_else_it_is(path: str) -> Optional[str]:
     if ext in (".engine", ".plan", ".trt"):
         return f"a TensorRT engine, not .pdparams weights: run it with --engine {path}"
     if head.startswith(_IMAGE_MAGIC) or ext in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"):
-        return ("an image, not weights: images go to --source (tools/infer.py); --weights takes a "
-                ".pdparams checkpoint (best.pdparams of a training run)")
+        return "an image, not a model: images go to --source (tools/infer.py)"
     return None
 
 
