@@ -109,6 +109,16 @@ DEFAULTS: Dict[str, Any] = {
         "dynamic_batch": False,
         "nms": False,
     },
+    "quant": {                     # INT8 (ppyolo_slim/slim/quant.py, tools/quant.py)
+        "qat": False,              # the trainer wraps the model in PaddleSlim's QAT (tools/quant.py --method qat)
+        "algo": "hist",            # PTQ calibration: KL, hist, avg, mse, abs_max (hist: measured best, benchmarks/README.md)
+        "hist_percent": 0.9999,    # the hist algorithm's percentile
+        "calib_images": 64,        # training images for PTQ calibration
+        "calib_batch": 8,
+        "check_images": 16,        # val images of the onnxruntime vs Paddle INT8 check
+        "float_layers": [],        # convs kept float: structured names (model.2.cv1) or 'detect'
+        "moving_rate": 0.9,        # QAT activation scales: moving average rate
+    },
     "pipeline": {
         "scale": 1.0,              # multiplies epochs of every stage, for real runs
         "finetune_epochs": 10,
@@ -170,6 +180,10 @@ RANGES: Dict[str, tuple] = {
     "prune.ratio": _BELOW_1, "prune.threshold": _AT_LEAST_0, "prune.min_channels": _AT_LEAST_1,
     "prune.round_to": _AT_LEAST_1, "prune.criterion": _one_of("bn_scale", "l1_norm", "fpgm"),
     "export.opset": _between(7, None),
+    "quant.algo": _one_of("KL", "hist", "avg", "mse", "abs_max"), "quant.hist_percent": _between(0, 1, lo_open=True),
+    "quant.calib_images": _AT_LEAST_1, "quant.calib_batch": _AT_LEAST_1, "quant.check_images": _AT_LEAST_1,
+    "quant.float_layers": (lambda v: all(isinstance(x, str) and x for x in v), "a list of layer names"),
+    "quant.moving_rate": _between(0, 1, lo_open=True, hi_open=True),
     "pipeline.scale": _ABOVE_0, "pipeline.finetune_epochs": _AT_LEAST_1,
 }
 

@@ -123,6 +123,10 @@ class Trainer:
         elif cfg["weights"]:
             state, wmeta = load_weights(cfg["weights"])
             wmeta = wmeta or {}
+        qat_state = None
+        if state is not None and cfg["quant"]["qat"]:   # a QAT checkpoint: build float, wrap below
+            from ..slim.quant import split_for_qat
+            state, qat_state = split_for_qat(state)
         if state is not None:
             gd = wmeta.get("depth_multiple", gd)
             gw = wmeta.get("width_multiple", gw)
@@ -145,6 +149,9 @@ class Trainer:
                 self.model = self._build_new_head(body)
                 self.init_report = f"{len(body)} tensors from {source}, new {self.nc}-class head"
         self.model.train()
+        if cfg["quant"]["qat"]:   # PaddleSlim's fake quantization, before EMA and optimizer see it
+            from ..slim.quant import wrap_for_qat
+            wrap_for_qat(self.model, cfg["quant"], qat_state, cfg["quant"]["float_layers"])
         self.core = self.model
         if self.world > 1:
             self.model = paddle.DataParallel(self.core)
@@ -407,6 +414,8 @@ class Trainer:
             self.logger.image(f"val/{os.path.basename(rec.path)}", img, epoch)
 
     def _stage(self) -> str:
+        if self.cfg["quant"]["qat"]:
+            return "qat"
         if self.cfg["sparsity"]["enabled"]:
             return "sparse"
         return "finetune" if self.cfg["weights"] else "train"
