@@ -50,11 +50,10 @@ def calibration_records(data: str, n: int, seed: int = 0, log: Callable[[str], N
     if len(train) > n:
         idx = np.random.default_rng(seed).choice(len(train), n, replace=False)
         train = [train[i] for i in sorted(idx)]
-    skipped = [i for i in spec.report.issues if getattr(i, "split", "train") == "train"
-               and "skip" in str(getattr(i, "action", "") or getattr(i, "message", "")).lower()]
+    skipped = [i for i in spec.report.issues if "image skipped" in i.reason]
     log(f"calibration: {len(train)} training images of {spec.source}"
-        + (f" ({len(skipped)} unusable training images reported and skipped by the data check)"
-           if skipped else ""))
+        + (f" ({len(skipped)} unusable images reported and skipped by the data check: "
+           f"{', '.join(os.path.basename(i.file) for i in skipped[:5])})" if skipped else ""))
     return spec, train
 
 
