@@ -176,3 +176,38 @@ def test_quant_config_is_checked():
         load_config("configs/quant.yml", ["quant.calib_images=0"])
     with pytest.raises(ConfigError, match="unknown config key 'quant.bits'"):
         load_config("configs/quant.yml", ["quant.bits=4"])
+
+
+def _qat_args(data, weights, out, epochs=2):
+    return ["-c", "configs/quant.yml", "--weights", weights, "--method", "qat", "--output", str(out),
+            "-o"] + tiny_opts(data, f"epochs={epochs}", "batch_size=8", "eval.interval=1", "log.interval=1",
+                              "schedule.warmup_epochs=0.0", "augment.mosaic=0.0")
+
+
+@pytest.mark.slow
+def test_qat_killed_resumes_like_training(tiny_data, tiny5_weights, tmp_path):
+    """QAT runs in the project's trainer: SIGKILL in the middle of epoch 2, the same command again
+    resumes from last.state and ends with the weights of a run never interrupted; both export."""
+    from test_reliability_kill import Child, assert_same_weights
+    from ppyolo_slim.engine.checkpoint import load_checkpoint
+    from ppyolo_slim.slim.quant import is_qat_state
+    straight = tmp_path / "straight"
+    c = Child("quant", _qat_args(tiny_data, tiny5_weights, straight), tmp_path / "straight.log")
+    assert c.finish() == 0, (tmp_path / "straight.log").read_text()[-2000:]
+    killed = tmp_path / "killed"
+    c = Child("quant", _qat_args(tiny_data, tiny5_weights, killed), tmp_path / "killed.log")
+    assert c.wait_for(lambda line: line.startswith("@@ step 1 1")), "never reached epoch 2"
+    c.kill()
+    st = load_checkpoint(str(killed / "train" / "last.pdparams"))
+    assert st["train"]["epoch"] == 0 and is_qat_state(st["model"]) and is_qat_state(st["ema"])
+    assert not (killed / "model_int8.onnx").exists()
+    c = Child("quant", _qat_args(tiny_data, tiny5_weights, killed), tmp_path / "resumed.log")
+    assert c.finish() == 0, (tmp_path / "resumed.log").read_text()[-2000:]
+    assert any("resuming" in line for line in c.lines)
+    for name in ("last.pdparams", "best.pdparams"):
+        assert_same_weights(straight / "train" / name, killed / "train" / name)
+    for out in (straight, killed):
+        rep = json.load(open(out / "quant_report.json"))
+        assert rep["method"] == "qat" and rep["check"]["passed"]
+    hist = json.load(open(killed / "train" / "results.json"))["history"]
+    assert [h["epoch"] for h in hist] == [0, 1]
