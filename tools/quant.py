@@ -32,6 +32,9 @@ def parse_args(argv=None):
                    "--export-only a QAT checkpoint")
     p.add_argument("--method", choices=("ptq", "qat"), required=True)
     p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--sensitivity", action="store_true", help="ptq: also the per-layer study "
+                   "(val mAP with each conv, the SiLU parts, the Detect convs in float; the decode in INT8) "
+                   "-> <output>/sensitivity.json")
     p.add_argument("--export-only", action="store_true", help="qat: export --weights (a QAT checkpoint), no training")
     p.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. -o quant.algo=KL epochs=3")
@@ -43,7 +46,7 @@ def run(args, log=print):
     from ppyolo_slim.slim import quant
     if args.method == "ptq":
         cfg = load_config(args.config, args.opt)
-        return quant.ptq(args.weights, args.output, cfg, log=log)
+        return quant.ptq(args.weights, args.output, cfg, log=log, sensitivity=args.sensitivity)
     train_dir = os.path.join(os.path.abspath(args.output), "train")
     cfg = load_config(args.config, list(args.opt) + ["quant.qat=true", f"output_dir={train_dir}",
                                                       f"weights={os.path.abspath(args.weights)}"])

@@ -111,21 +111,23 @@ def explicit_silu() -> Iterator[None]:
 
 def float_layer_weights(fp32_dir: str, float_layers: Sequence[str]) -> List[str]:
     """Parameter names of the conv weights of ``float_layers`` (structured prefixes such as
-    ``model.24.m.0``; ``detect`` means the Detect convs), for PTQ's skip list."""
-    from .quant_program import structured_names
+    ``model.24.m.0`` or ``model.2``; ``detect`` means the Detect convs), for PTQ's skip list."""
+    from .quant_program import CONV_OPS, _args, _read, structured_names
     names = structured_names(fp32_dir)
+    filters = [_args(op, "Filter")[0] for op in _read(fp32_dir).blocks[0].ops if op.type in CONV_OPS]
+    conv = {f: names.get(f, f)[:-len(".weight")] for f in filters}      # param -> layer name
+    last = max(int(v.split(".")[1]) for v in conv.values() if v.startswith("model."))
     out, unknown = [], []
-    detect = sorted({s.rsplit(".", 2)[0] for s in names.values() if ".m." in s and s.endswith(".weight")
-                     and s.split(".")[1] == str(max(int(v.split(".")[1]) for v in names.values()
-                                                         if v.startswith("model.")))})
-    wanted = [d for f in float_layers for d in (detect if f == "detect" else [f])]
-    for f in wanted:
-        hit = [p for p, s in names.items() if s == f + ".weight" or s.startswith(f + ".") and s.endswith("conv.weight")]
+    for f in float_layers:
+        if f == "detect":
+            hit = [p for p, v in conv.items() if v.startswith(f"model.{last}.m.")]
+        else:
+            hit = [p for p, v in conv.items() if v == f or v.startswith(f + ".")]
         (out.extend(hit) if hit else unknown.append(f))
     if unknown:
         raise QuantError(f"quant.float_layers: no conv named {unknown} in the model "
                          f"(names look like model.2.cv1 or model.24.m.0, or 'detect')")
-    return out
+    return sorted(set(out))
 
 
 def _paddle_predictor(model_dir: str, fake_quant: bool):
@@ -223,7 +225,8 @@ def check_int8(folder: str, fp32_onnx: str, images: Sequence[np.ndarray], factor
 
 # ------------------------------------------------------------------------------ the INT8 export
 
-def int8_onnx(model_dir: str, opset: int = 13, log: Callable[[str], None] = print) -> Dict[str, Any]:
+def int8_onnx(model_dir: str, opset: int = 13, log: Callable[[str], None] = print,
+              edit_decode: bool = True) -> Dict[str, Any]:
     """paddle2onnx (deploy_backend='onnxruntime') of the quantized program, then the graph
     edits of quant_onnx.py; writes ``model_dir/model_int8.onnx``. Returns what ended quantized."""
     import onnx
@@ -236,7 +239,9 @@ def int8_onnx(model_dir: str, opset: int = 13, log: Callable[[str], None] = prin
     except Exception as e:
         raise QuantError(f"paddle2onnx {paddle2onnx.__version__} could not convert {model_dir}: {e}") from None
     model = onnx.load_from_string(data)
-    edits = {"activations_to_uint8": Q.activations_to_uint8(model), "decode_pairs_removed": Q.float_decode(model)}
+    edits = {"activations_to_uint8": Q.activations_to_uint8(model),
+             "decode_pairs_removed": Q.float_decode(model) if edit_decode else 0,
+             "float_conv_inputs": Q.float_conv_inputs(model)}
     data = model.SerializeToString()
     with open(os.path.join(model_dir, ONNX_INT8), "wb") as f:
         f.write(data)
@@ -268,11 +273,21 @@ def _publish(tmp: str, output: str) -> None:
 
 
 def finish_int8(qdir: str, fp32_dir: str, output: str, check_images: Sequence[np.ndarray],
-                report: Dict[str, Any], opset: int, log: Callable[[str], None]) -> Dict[str, Any]:
-    """Program edits, ONNX, check, infer_cfg and report for a quantized program in ``qdir``."""
+                report: Dict[str, Any], opset: int, log: Callable[[str], None],
+                sensitivity: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Program edits, ONNX, check, infer_cfg and report for a quantized program in ``qdir``;
+    ``sensitivity`` ({data, img_size, limit}): also the per-part study (sensitivity.json)."""
     from ..jsonio import dumps
-    from .quant_program import quantized_convs, remove_pairs
+    from .quant_program import float_conv_inputs, quantized_convs, remove_pairs
+    decode_q = None
+    if sensitivity is not None:   # the same program with the decode quantized, for comparison
+        decode_q = qdir + "_decode_int8"
+        shutil.copytree(qdir, decode_q)
+        remove_pairs(decode_q, observers=True, decode=False)
+        float_conv_inputs(decode_q)
+        int8_onnx(decode_q, opset, log=lambda m: None, edit_decode=False)
     report["program_edits"] = remove_pairs(qdir)
+    report["program_edits"]["float_conv_inputs"] = float_conv_inputs(qdir)
     q, fl = quantized_convs(qdir)
     report["paddle_int8"] = {"quantized_convs": len(q), "float_convs": len(fl)}
     log(f"Paddle INT8 program: {len(q)} quantized convs, {len(fl)} float; removed "
@@ -280,6 +295,15 @@ def finish_int8(qdir: str, fp32_dir: str, output: str, check_images: Sequence[np
         f"{report['program_edits']['decode']} quantize pairs of the decode")
     report["onnx"] = int8_onnx(qdir, opset, log)
     report["check"] = check_int8(qdir, os.path.join(fp32_dir, "model.onnx"), check_images, log=log)
+    if sensitivity is not None:
+        from .quant_sensitivity import layer_names, sensitivity as study
+        sens = study(os.path.join(qdir, ONNX_INT8), os.path.join(fp32_dir, "model.onnx"), sensitivity["data"],
+                     int(sensitivity["img_size"]), layer_names(fp32_dir),
+                     decode_int8_onnx=os.path.join(decode_q, ONNX_INT8), limit=sensitivity.get("limit"), log=log)
+        with open(os.path.join(qdir, "sensitivity.json"), "w", encoding="utf-8") as f:
+            f.write(dumps(sens))
+        report["sensitivity"] = {k: v for k, v in sens.items() if k != "float_parts"}
+        report["sensitivity"]["top_float_parts"] = sens["float_parts"][:5]
     _write_cfg(fp32_dir, qdir, {"method": report["method"], "algo": report.get("algo"),
                                 "weights": "int8 per channel", "activations": "int8 per tensor"})
     with open(os.path.join(qdir, REPORT), "w", encoding="utf-8") as f:
@@ -298,8 +322,10 @@ def export_fp32(model, meta, folder: str, img_size: int, log: Callable[[str], No
     log(f"FP32 model saved for calibration: {folder}")
 
 
-def ptq(weights: str, output: str, cfg, log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Post-training quantization of ``weights`` into the folder ``output``."""
+def ptq(weights: str, output: str, cfg, log: Callable[[str], None] = print,
+        sensitivity: bool = False) -> Dict[str, Any]:
+    """Post-training quantization of ``weights`` into the folder ``output``; ``sensitivity``:
+    also the per-part study (quant_sensitivity.py) into ``output/sensitivity.json``."""
     import paddle
     from .. import load_model
     q = cfg["quant"]
@@ -340,7 +366,8 @@ def ptq(weights: str, output: str, cfg, log: Callable[[str], None] = print) -> D
         report = {"method": "ptq", "algo": algo, "weights": os.path.abspath(weights), "img_size": img_size,
                   "calibration_images": int(sum(len(b) for b in batches)), "float_layers": list(q["float_layers"]),
                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        return finish_int8(qdir, fp32_dir, output, check_images, report, int(cfg["export"]["opset"]), log)
+        sens = {"data": cfg["data"], "img_size": img_size} if sensitivity else None
+        return finish_int8(qdir, fp32_dir, output, check_images, report, int(cfg["export"]["opset"]), log, sens)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -214,3 +214,22 @@ def ort_fused_op_counts(onnx_bytes: bytes) -> Dict[str, int]:
         ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
         m = onnx.load(so.optimized_model_filepath)
     return dict(sorted(Counter(n.op_type for n in m.graph.node).items()))
+
+
+def float_conv_inputs(model) -> int:
+    """A Conv with float weights (kept float) reads its input before the shared Q/DQ pair, as
+    quant_program.float_conv_inputs does in the Paddle program."""
+    G = _Graph(model)
+    n = 0
+    for c in G.g.node:
+        if c.op_type != "Conv":
+            continue
+        w = G.prod.get(c.input[1])
+        dq = G.prod.get(c.input[0])
+        if (w is not None and w.op_type == "DequantizeLinear") or dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = G.prod.get(dq.input[0])
+        if q is not None and q.op_type == "QuantizeLinear":
+            c.input[0] = q.input[0]
+            n += 1
+    return n

@@ -161,3 +161,30 @@ def structured_names(model_dir: str) -> Dict[str, str]:
     with open(path, "rb") as f:
         info = pickle.load(f)
     return {k: v.get("structured_name", k) for k, v in info.items() if isinstance(v, dict)}
+
+
+def float_conv_inputs(model_dir: str) -> int:
+    """A conv left float (weights not quantized: quant.float_layers) reads its input before
+    the quantize/dequantize pair that other consumers of the same tensor share; otherwise
+    only its weights would be float. Returns how many convs were rewired."""
+    prog = _read(model_dir)
+    ops = list(prog.blocks[0].ops)
+    made_by = {a: op for op in ops for o in op.outputs for a in o.arguments}
+    n = 0
+    for op in ops:
+        if op.type not in CONV_OPS:
+            continue
+        f = made_by.get(_args(op, "Filter")[0])
+        x = _args(op, "Input")[0]
+        dq = made_by.get(x)
+        if (f is not None and f.type == "dequantize_linear") or dq is None or dq.type != "dequantize_linear":
+            continue
+        q = made_by.get(_args(dq, "X")[0])
+        if q is None or q.type != "quantize_linear":
+            continue
+        for v in op.inputs:
+            if v.parameter == "Input":
+                v.arguments[:] = [_args(q, "X")[0]]
+        n += 1
+    _write(model_dir, prog)
+    return n
