@@ -111,7 +111,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     "quant": {                     # INT8 (ppyolo_slim/slim/quant.py, tools/quant.py)
         "qat": False,              # the trainer wraps the model in PaddleSlim's QAT (tools/quant.py --method qat)
-        "algo": "hist",            # PTQ calibration: KL, hist, avg, mse, abs_max (hist: measured best, benchmarks/README.md)
+        "algo": "mse",             # PTQ calibration: KL, hist, avg, mse, abs_max (mse measured best: benchmarks/README.md)
         "hist_percent": 0.9999,    # the hist algorithm's percentile
         "calib_images": 64,        # training images for PTQ calibration
         "calib_batch": 8,
@@ -122,6 +122,7 @@ DEFAULTS: Dict[str, Any] = {
     "pipeline": {
         "scale": 1.0,              # multiplies epochs of every stage, for real runs
         "finetune_epochs": 10,
+        "quant": "none",           # none, ptq or qat: INT8 of the fine-tuned model (summary: models.int8)
     },
 }
 FREE_FORM: set = set()
@@ -184,7 +185,7 @@ RANGES: Dict[str, tuple] = {
     "quant.calib_images": _AT_LEAST_1, "quant.calib_batch": _AT_LEAST_1, "quant.check_images": _AT_LEAST_1,
     "quant.float_layers": (lambda v: all(isinstance(x, str) and x for x in v), "a list of layer names"),
     "quant.moving_rate": _between(0, 1, lo_open=True, hi_open=True),
-    "pipeline.scale": _ABOVE_0, "pipeline.finetune_epochs": _AT_LEAST_1,
+    "pipeline.scale": _ABOVE_0, "pipeline.quant": _one_of("none", "ptq", "qat"), "pipeline.finetune_epochs": _AT_LEAST_1,
 }
 
 

@@ -211,3 +211,21 @@ def test_qat_killed_resumes_like_training(tiny_data, tiny5_weights, tmp_path):
         assert rep["method"] == "qat" and rep["check"]["passed"]
     hist = json.load(open(killed / "train" / "results.json"))["history"]
     assert [h["epoch"] for h in hist] == [0, 1]
+
+
+@pytest.mark.slow
+def test_pipeline_int8_stage(tiny_data, tmp_path):
+    """-o pipeline.quant=ptq: the fine-tuned model quantized, in summary.json as models.int8
+    with the other models' fields plus its ONNX path, and a row in summary.md."""
+    from conftest import tiny_train_overrides
+    from ppyolo_slim.pipeline import run_pipeline
+    out = tmp_path / "pipe"
+    over = [o for o in tiny_train_overrides(tiny_data, out / "unused", epochs=1, **{"log.images": 0})
+            if not o.startswith("output_dir=")] + ["pipeline.finetune_epochs=1", "prune.min_channels=4",
+                                                   "pipeline.quant=ptq"] + TINY
+    state = run_pipeline(str(out), over, progress=False, log=lambda m: None)
+    assert state["done"]["quant"]["method"] == "ptq"
+    rows = json.loads((out / "summary.json").read_text())["models"]
+    assert set(rows["finetuned"]) - {"onnx"} <= set(rows["int8"]) and os.path.isfile(rows["int8"]["onnx"])
+    assert rows["int8"]["onnx"].endswith("model_int8.onnx") and rows["int8"]["ort_cpu_median_ms"] > 0
+    assert "| int8 |" in (out / "summary.md").read_text()

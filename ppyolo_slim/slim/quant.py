@@ -352,7 +352,7 @@ def ptq(weights: str, output: str, cfg, log: Callable[[str], None] = print,
         paddle.enable_static()
         try:
             exe = paddle.static.Executor(paddle.CPUPlace())
-            with _quiet():
+            with _quiet(), _calibration_errors(algo):
                 quant_post_static(exe, fp32_dir, qdir, data_loader=_paddle_loader(batches, "images"),
                                   model_filename="model.pdmodel", params_filename="model.pdiparams",
                                   batch_size=int(q["calib_batch"]), batch_nums=len(batches), algo=algo,
@@ -370,6 +370,17 @@ def ptq(weights: str, output: str, cfg, log: Callable[[str], None] = print,
         return finish_int8(qdir, fp32_dir, output, check_images, report, int(cfg["export"]["opset"]), log, sens)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _calibration_errors(algo: str):
+    """PaddleSlim's own failures as one error naming the algorithm (Paddle 2.6's 'avg' fails on
+    this model's 0-d tensors: IndexError in _sample_avg)."""
+    try:
+        yield
+    except (IndexError, ValueError, AssertionError, RuntimeError) as e:
+        raise QuantError(f"PaddleSlim calibration with quant.algo={algo} failed ({type(e).__name__}: {e}); "
+                         f"try quant.algo=mse, hist or KL") from None
 
 
 @contextlib.contextmanager
