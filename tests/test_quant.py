@@ -229,3 +229,17 @@ def test_pipeline_int8_stage(tiny_data, tmp_path):
     assert set(rows["finetuned"]) - {"onnx"} <= set(rows["int8"]) and os.path.isfile(rows["int8"]["onnx"])
     assert rows["int8"]["onnx"].endswith("model_int8.onnx") and rows["int8"]["ort_cpu_median_ms"] > 0
     assert "| int8 |" in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_quant_benchmark_quick(tmp_path):
+    """benchmarks/quant.py --quick runs (tiny random models) and writes its table and JSON."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "benchmarks/quant.py", "--quick", "--work", str(tmp_path)], cwd=root,
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.load(open(os.path.join(root, "benchmarks", "work", "quick", "quant.json")))
+    assert set(res["accuracy"]) == {"original", "pruned"} and "64px_b1" in res["latency"]
+    assert "| pruned | QAT |" in r.stdout
