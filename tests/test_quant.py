@@ -12,7 +12,7 @@ import pytest
 import ppyolo_slim  # noqa: F401  (import order)
 from conftest import load_tool
 
-TINY = ["img_size=64", "quant.calib_images=8", "quant.calib_batch=4", "quant.check_images=4",
+TINY = ["img_size=64", "quant.algo=hist", "quant.calib_images=8", "quant.calib_batch=4", "quant.check_images=4",
         "workers=0", "log.images=0", "eval.batch_size=8"]
 
 
@@ -48,8 +48,9 @@ def test_ptq_writes_paddle_and_onnx_int8(ptq_dir):
     rep = json.load(open(os.path.join(ptq_dir, "quant_report.json")))
     assert rep["check"]["passed"] and rep["method"] == "ptq"
     fused = rep["onnx"]["onnxruntime_ops"]
-    # every conv but the 3 Detect convs runs as an integer conv, SiLU in integer ops
-    assert fused["QLinearConv"] == rep["paddle_int8"]["quantized_convs"] - 3 > 40
+    # every conv but the 3 Detect convs (float by default) runs as an integer conv, SiLU in integer ops
+    assert rep["paddle_int8"]["float_convs"] == 3 and fused.get("Conv") == 3
+    assert fused["QLinearConv"] == rep["paddle_int8"]["quantized_convs"] > 40
     assert fused.get("QLinearSigmoid", 0) == fused["QLinearConv"]
     assert rep["program_edits"]["observers"] > 0
 
