@@ -244,3 +244,28 @@ def test_quant_benchmark_quick(tmp_path):
     res = json.load(open(os.path.join(root, "benchmarks", "work", "quick", "quant.json")))
     assert set(res["accuracy"]) == {"original", "pruned"} and "64px_b1" in res["latency"]
     assert "| pruned | QAT |" in r.stdout
+
+
+def test_sensitivity_puts_each_part_back_in_float(ptq_dir, tiny_data):
+    from ppyolo_slim.slim import quant_sensitivity as S
+    import onnx
+    m = onnx.load(os.path.join(ptq_dir, "model_int8.onnx"))
+    v = S.variants(m)
+    convs = [k for k in v if k.startswith("conv:")]
+    assert len(convs) == 57 and {"silu_input (conv outputs)", "silu_sigmoid", "silu_output (conv inputs)"} <= set(v)
+    from ppyolo_slim.slim.quant_onnx import ort_fused_op_counts
+    one = ort_fused_op_counts(v[convs[0]].SerializeToString())
+    assert one["QLinearConv"] == 56 and one["Conv"] == 4          # that conv runs float now
+    from ppyolo_slim.slim.quant import ONNX_INT8
+    import tempfile
+    from ppyolo_slim import load_model
+    from ppyolo_slim.slim import quant
+    w = json.load(open(os.path.join(ptq_dir, "quant_report.json")))["weights"]
+    with tempfile.TemporaryDirectory() as d:
+        quant.export_fp32(load_model(w), load_model(w).meta, d, 64, log=lambda m: None)
+        res = S.sensitivity(os.path.join(ptq_dir, ONNX_INT8), os.path.join(d, "model.onnx"), tiny_data, 64,
+                            S.layer_names(d), limit=2, log=lambda m: None)
+    rows = res["float_parts"]
+    assert len(rows) == len(v) and [r["gain"] for r in rows] == sorted((r["gain"] for r in rows), reverse=True)
+    assert any(r["float_part"].startswith("conv model.") for r in rows)
+    assert all(abs(r["gain"] - (r["map50_95"] - res["int8"])) < 1e-12 for r in rows)
