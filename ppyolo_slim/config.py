@@ -122,10 +122,21 @@ DEFAULTS: Dict[str, Any] = {
         "dynamic_batch": False,
         "nms": False,
     },
+    "quant": {                     # INT8 (ppyolo_slim/slim/quant.py, tools/quant.py)
+        "qat": False,              # the trainer wraps the model in PaddleSlim's QAT (tools/quant.py --method qat)
+        "algo": "mse",             # PTQ calibration: KL, hist, avg, mse, abs_max (mse measured best: benchmarks/README.md)
+        "hist_percent": 0.9999,    # the hist algorithm's percentile
+        "calib_images": 64,        # training images for PTQ calibration
+        "calib_batch": 8,
+        "check_images": 16,        # val images of the onnxruntime vs Paddle INT8 check
+        "float_layers": [],        # convs kept float: structured names (model.2.cv1) or 'detect'
+        "moving_rate": 0.9,        # QAT activation scales: moving average rate
+    },
     "pipeline": {
         "scale": 1.0,              # multiplies epochs of every stage, for real runs
         "finetune_epochs": 10,
         "dense_epochs": None,      # None: 0 if the initial weights know the data's classes, else 30
+        "quant": "none",           # none, ptq or qat: INT8 of the fine-tuned model (summary: models.int8)
     },
 }
 FREE_FORM: set = set()
@@ -193,6 +204,11 @@ RANGES: Dict[str, tuple] = {
     "export.opset": _between(7, None),
     "pipeline.scale": _ABOVE_0, "pipeline.finetune_epochs": _AT_LEAST_1,
     "pipeline.dense_epochs": _AT_LEAST_0,
+    "quant.algo": _one_of("KL", "hist", "avg", "mse", "abs_max"), "quant.hist_percent": _between(0, 1, lo_open=True),
+    "quant.calib_images": _AT_LEAST_1, "quant.calib_batch": _AT_LEAST_1, "quant.check_images": _AT_LEAST_1,
+    "quant.float_layers": (lambda v: all(isinstance(x, str) and x for x in v), "a list of layer names"),
+    "quant.moving_rate": _between(0, 1, lo_open=True, hi_open=True),
+    "pipeline.quant": _one_of("none", "ptq", "qat"),
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from .config import Config, load_config
 from .utils.io import remove_stale_temps, write_json
 
-STAGES = ("dense", "sparse", "prune", "finetune", "export", "deploy", "summary")
+STAGES = ("dense", "sparse", "prune", "finetune", "export", "deploy", "summary", "quant")
 MODELS = ("dense", "sparse", "pruned", "finetuned")
 # pipeline.dense_epochs: null: the initial weights serve as the dense model when they were
 # trained on this data's classes (the shipped checkpoint on the embedded set), else the dense
@@ -205,6 +205,58 @@ class Pipeline:
         rows = summarize(self._weights(), onnx, cfg, self.out, log=self.log, stages=self.state["done"])
         rows["wall_s"] = sum(self.state["done"][s].get("seconds", 0) for s in self.state["done"])
         return rows
+
+
+    def stage_quant(self):
+        """Optional (-o pipeline.quant=ptq|qat): INT8 of the fine-tuned model (slim/quant.py),
+        added to summary.json / summary.md as models.int8, timed against the sparse model."""
+        from .config import load_config
+        from .slim.quant import ONNX_INT8
+        base = load_config(self.configs["sparse"], self.overrides)
+        method = base["pipeline"]["quant"]
+        if method == "none":
+            return {"skipped": True}
+        from .engine.evaluate import evaluate_model
+        from .export.runtime import OnnxPredictor
+        from .summary import format_markdown, ort_latency
+        from .utils.io import write_json
+        from .utils.io import atomic_write_bytes
+        from .slim import quant
+        out = self.path("int8")
+        src = self.state["done"]["finetune"]["weights"]
+        extra = [f"output_dir={self.path('int8_train')}", f"weights={src}", "quant.qat=true",
+                 f"epochs={self._epochs(int(load_config('configs/quant.yml', self.overrides)['epochs']))}"]
+        if method == "ptq":
+            quant.ptq(src, out, load_config("configs/quant.yml", self.overrides), log=self.log)
+        else:
+            from .engine.trainer import train
+            cfg = load_config("configs/quant.yml", self.overrides + extra)
+            last = self.path("int8_train", "last.pdparams")
+            summary = train(cfg, resume=last if os.path.isfile(last[:-len(".pdparams")] + ".state") else None,
+                            progress=self.progress)
+            quant.qat_export(summary["best"] if os.path.isfile(summary["best"]) else summary["last"], out, cfg,
+                             log=self.log)
+        with open(self.path("summary.json"), "r", encoding="utf-8") as f:
+            result = json.load(f)
+        size, onnx_path = int(result["img_size"]), os.path.join(out, ONNX_INT8)
+        spec = __import__("ppyolo_slim.data", fromlist=["load_data"]).load_data(base["data"], verbose=False)
+        ev = base["eval"]
+        metrics, _ = evaluate_model(OnnxPredictor(onnx_path, device="cpu"), spec.val, spec.names, size,
+                                    int(ev["batch_size"]), float(ev["conf_thres"]), float(ev["iou_thres"]),
+                                    int(ev["max_det"]))
+        lat = ort_latency({"sparse": self.state["done"]["export"]["sparse"]["onnx"], "int8": onnx_path}, size)
+        ft = result["models"]["finetuned"]
+        row = {k: ft[k] for k in ("params", "gflops", "gflops_640", "flops_ratio_vs_sparse")}
+        row.update({"weights": src, "method": method, "onnx": onnx_path, "map50_95": metrics["map50_95"],
+                    "map50": metrics["map50"], "pdparams_mb": os.path.getsize(os.path.join(out, "model.pdiparams")) / 2**20,
+                    "onnx_mb": os.path.getsize(onnx_path) / 2**20,
+                    "ort_cpu_median_ms": lat["int8"]["median_ms"], "ort_cpu_p90_ms": lat["int8"]["p90_ms"],
+                    "speedup_vs_sparse": lat["sparse"]["median_ms"] / lat["int8"]["median_ms"]})
+        result["models"]["int8"] = row
+        write_json(self.path("summary.json"), result)
+        atomic_write_bytes(self.path("summary.md"), (format_markdown(result) + "\n\n![mAP against GFLOPs]"
+                                                     "(map_vs_flops.png)\n").encode())
+        return {"dir": out, "onnx": onnx_path, "method": method, "map50_95": row["map50_95"]}
 
 
 def _trained_on(weights: str, data: str) -> bool:

@@ -21,7 +21,40 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 Factory = Callable[[Any], Optional["Callback"]]   # (trainer) -> Callback or None
 _FACTORIES: Dict[str, Factory] = {}
 # modules whose import registers config-driven callbacks (sparsity + γ logging, distillation)
-PLUGINS = ["ppyolo_slim.slim.sparsity", "ppyolo_slim.slim.distill"]
+# and model hooks (quantization-aware training)
+PLUGINS = ["ppyolo_slim.slim.sparsity", "ppyolo_slim.slim.distill", "ppyolo_slim.slim.quant"]
+_MODEL_HOOKS: Dict[str, Any] = {}
+
+
+class ModelHook:
+    """Changes the model itself before the optimizer and EMA see it (QAT's fake quantization):
+    ``split_state`` takes what the float model cannot load out of a checkpoint's state,
+    ``wrap`` changes the built model and may use it."""
+
+    def enabled(self, cfg) -> bool:
+        return False
+
+    def split_state(self, cfg, state):
+        return state, None
+
+    def wrap(self, cfg, model, extra) -> None: ...
+
+
+def register_model_hook(name: str):
+    def deco(cls):
+        _MODEL_HOOKS[name] = cls()
+        return cls
+    return deco
+
+
+def _load_plugins() -> None:
+    for name in PLUGINS:
+        importlib.import_module(name)
+
+
+def model_hooks(cfg) -> List[ModelHook]:
+    _load_plugins()
+    return [h for h in _MODEL_HOOKS.values() if h.enabled(cfg)]
 
 
 class Callback:
@@ -53,8 +86,7 @@ def register_callback(name: str) -> Callable[[Factory], Factory]:
 
 def registered_callbacks(trainer) -> List[Callback]:
     """The callbacks the registered factories make for this trainer, in registration order."""
-    for name in PLUGINS:
-        importlib.import_module(name)
+    _load_plugins()
     out = []
     for factory in _FACTORIES.values():
         cb = factory(trainer)

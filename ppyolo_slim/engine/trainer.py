@@ -21,7 +21,7 @@ from ..model import ModelMeta, assign_state, build_model, load_weights
 from ..model.spec import SCALES
 from ..utils.io import remove_stale_temps, write_json
 from ..utils.runtime import seed_everything, select_device, set_cpu_threads
-from .callbacks import CallbackList, registered_callbacks
+from .callbacks import CallbackList, model_hooks, registered_callbacks
 from .checkpoint import load_checkpoint, save_checkpoint, writing
 from .ema import ModelEMA
 from .logger import make_logger
@@ -102,6 +102,14 @@ class Trainer:
         elif cfg["weights"]:
             state, wmeta = load_weights(cfg["weights"])
             wmeta = wmeta or {}
+        hooks = model_hooks(cfg)     # e.g. QAT: a QAT checkpoint builds float, is wrapped below
+        extras = []
+        for h in hooks:
+            if state is not None:
+                state, extra = h.split_state(cfg, state)
+            else:
+                extra = None
+            extras.append(extra)
         if state is not None:
             gd = wmeta.get("depth_multiple", gd)
             gw = wmeta.get("width_multiple", gw)
@@ -124,6 +132,8 @@ class Trainer:
                 self.model = self._build_new_head(body)
                 self.init_report = f"{len(body)} tensors from {source}, new {self.nc}-class head"
         self.model.train()
+        for h, extra in zip(hooks, extras):   # before EMA and optimizer see the model
+            h.wrap(cfg, self.model, extra)
         self.core = self.model
         if self.world > 1:
             self.model = paddle.DataParallel(self.core)
@@ -379,6 +389,8 @@ class Trainer:
             self.logger.image(f"val/{os.path.basename(rec.path)}", img, epoch)
 
     def _stage(self) -> str:
+        if self.cfg["quant"]["qat"]:
+            return "qat"
         if self.cfg["sparsity"]["enabled"]:
             return "sparse"
         return "finetune" if self.cfg["weights"] else "train"
