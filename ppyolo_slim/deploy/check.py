@@ -111,26 +111,10 @@ def run_paddle(weights: str, x: np.ndarray) -> np.ndarray:
 
 def run_paddle_float64(weights: str, x: np.ndarray) -> np.ndarray:
     """The same Paddle model rebuilt in float64 (weights, anchors, grids), on float64 input."""
-    import paddle
     import ppyolo_slim
-    from ppyolo_slim.model.yolo import YOLOv5
-    model = ppyolo_slim.load_model(weights)
-    state = {k: v.numpy().astype(np.float64) for k, v in model.state_dict().items()}
-    paddle.set_default_dtype("float64")
-    try:
-        twin = YOLOv5(model.net, {k: v.shape for k, v in state.items()})
-    finally:
-        paddle.set_default_dtype("float32")
-    twin.set_state_dict(state)
-    twin.eval()
-    det = twin.detect
-    det.anchors = paddle.to_tensor(det.anchors.numpy().astype(np.float64))
+    from ppyolo_slim.model.yolo import float64_twin
     h, w = x.shape[2:]
-    for i, s in enumerate(det.stride):     # Detect makes its grids in float32: float64 copies
-        key = (i, h // int(s), w // int(s))
-        det._grids[key] = det._grid(*key).astype("float64")
-    with paddle.no_grad():
-        return twin(paddle.to_tensor(np.asarray(x, np.float64))).numpy()
+    return float64_twin(ppyolo_slim.load_model(weights), h, w)(x)
 
 
 def run_standin(state, meta, opts: BuildOptions, x: np.ndarray, float64: bool = True,

@@ -52,31 +52,8 @@ def _fresh_copy(model):
 def _float64_twin(model, img_size: int) -> Callable[[np.ndarray], np.ndarray]:
     """The model in float64, as a function of float64 images: the check measures the
     float32 rounding noise of this model against it (check.py)."""
-    import paddle
-    from ..model.yolo import YOLOv5
-    state = {k: v.numpy().astype(np.float64) for k, v in model.state_dict().items()}
-    paddle.set_default_dtype("float64")
-    try:
-        twin = YOLOv5(model.net, {k: v.shape for k, v in state.items()})
-    finally:
-        paddle.set_default_dtype("float32")
-    twin.set_state_dict(state)
-    twin.eval()
-    # Detect makes its anchors and grids in float32; float64 copies avoid mixed-dtype ops
-    # (which Paddle would promote, with a warning per op)
-    det = twin.detect
-    det.anchors = paddle.to_tensor(det.anchors.numpy().astype(np.float64))
-    if hasattr(det, "_grid") and isinstance(getattr(det, "_grids", None), dict):
-        for i, s in enumerate(det.stride):
-            n = img_size // int(s)
-            key = (i, n, n)
-            det._grid(i, n, n)
-            det._grids[key] = det._grids[key].astype("float64")
-
-    def run(images: np.ndarray) -> np.ndarray:
-        with paddle.no_grad():
-            return twin(paddle.to_tensor(np.asarray(images, dtype=np.float64))).numpy()
-    return run
+    from ..model.yolo import float64_twin
+    return float64_twin(model, img_size)
 
 
 def _paddle_output_name(model_file: str) -> str:

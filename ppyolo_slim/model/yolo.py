@@ -102,3 +102,29 @@ def count_parameters(model: nn.Layer, trainable_only: bool = True) -> int:
     """Trainable parameters, as ultralytics counts them (Paddle lists BN mean/var too)."""
     return int(sum(int(np.prod(p.shape)) for p in model.parameters()
                    if not (trainable_only and p.stop_gradient)))
+
+
+def float64_twin(model: "YOLOv5", h: int, w: Optional[int] = None):
+    """``model`` rebuilt in float64 (weights, anchors, the grids for an ``h`` x ``w`` input), as a
+    function of float64 images: the float32 rounding noise of a model is measured against it
+    (export and deploy checks). Detect makes anchors and grids in float32; float64 copies avoid
+    mixed-dtype ops (which Paddle would promote, warning per op)."""
+    w = h if w is None else w
+    state = {k: v.numpy().astype(np.float64) for k, v in model.state_dict().items()}
+    paddle.set_default_dtype("float64")
+    try:
+        twin = YOLOv5(model.net, {k: v.shape for k, v in state.items()})
+    finally:
+        paddle.set_default_dtype("float32")
+    twin.set_state_dict(state)
+    twin.eval()
+    det = twin.detect
+    det.anchors = paddle.to_tensor(det.anchors.numpy().astype(np.float64))
+    for i, s in enumerate(det.stride):
+        key = (i, h // int(s), w // int(s))
+        det._grids[key] = det._grid(*key).astype("float64")
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with paddle.no_grad():
+            return twin(paddle.to_tensor(np.asarray(images, dtype=np.float64))).numpy()
+    return run
