@@ -218,7 +218,7 @@ class Pipeline:
             return {"skipped": True}
         from .engine.evaluate import evaluate_model
         from .export.runtime import OnnxPredictor
-        from .summary import format_markdown, ort_latency
+        from .summary import format_report, ort_latency
         from .utils.io import write_json
         from .utils.io import atomic_write_bytes
         from .slim import quant
@@ -251,11 +251,14 @@ class Pipeline:
                     "map50": metrics["map50"], "pdparams_mb": os.path.getsize(os.path.join(out, "model.pdiparams")) / 2**20,
                     "onnx_mb": os.path.getsize(onnx_path) / 2**20,
                     "ort_cpu_median_ms": lat["int8"]["median_ms"], "ort_cpu_p90_ms": lat["int8"]["p90_ms"],
-                    "speedup_vs_sparse": lat["sparse"]["median_ms"] / lat["int8"]["median_ms"]})
+                    "speedup_vs_sparse": lat["sparse"]["median_ms"] / lat["int8"]["median_ms"],
+                    "label": f"int8 ({method.upper()})"})
+        dense = result["models"].get("dense")
+        if dense:
+            row["map_retention_vs_dense"] = row["map50_95"] / max(dense["map50_95"], 1e-12)
         result["models"]["int8"] = row
         write_json(self.path("summary.json"), result)
-        atomic_write_bytes(self.path("summary.md"), (format_markdown(result) + "\n\n![mAP against GFLOPs]"
-                                                     "(map_vs_flops.png)\n").encode())
+        atomic_write_bytes(self.path("summary.md"), (format_report(result) + "\n").encode())
         return {"dir": out, "onnx": onnx_path, "method": method, "map50_95": row["map50_95"]}
 
 

@@ -229,7 +229,7 @@ def test_pipeline_int8_stage(tiny_data, tmp_path):
     rows = json.loads((out / "summary.json").read_text())["models"]
     assert set(rows["finetuned"]) - {"onnx"} <= set(rows["int8"]) and os.path.isfile(rows["int8"]["onnx"])
     assert rows["int8"]["onnx"].endswith("model_int8.onnx") and rows["int8"]["ort_cpu_median_ms"] > 0
-    assert "| int8 |" in (out / "summary.md").read_text()
+    assert "| int8 (PTQ) |" in (out / "summary.md").read_text()
 
 
 @pytest.mark.slow
