@@ -237,6 +237,8 @@ class GradualMask:
         self.min_channels, self.round_to, self.interval = int(min_channels), int(round_to), int(interval)
         self.masks: Optional[List[np.ndarray]] = None
         self.share = 0.0
+        self._cut: Optional[List[Tuple[List[str], paddle.Tensor]]] = None   # (BNs, 0/1 mask) per cut group
+        self._layers: Dict[int, Dict[str, nn.Layer]] = {}
 
     def select(self, share: float) -> None:
         from .selection import Policy, select
@@ -253,6 +255,7 @@ class GradualMask:
                                                           min_channels=self.min_channels,
                                                           round_to=self.round_to))
         self.share = share
+        self._cut = None
 
     def share_at(self, epoch: float) -> float:
         if self.steps:
@@ -278,6 +281,7 @@ class GradualMask:
             for b in g.bns:
                 zero &= (layers[b].weight.numpy() == 0) & (layers[b].bias.numpy() == 0)
             self.masks.append(~zero)
+        self._cut = None
         last = int(round(epoch * steps_per_epoch))
         while last > 0 and last % self.interval and self.share_at(last / steps_per_epoch) < self.target:
             last -= 1
@@ -285,13 +289,15 @@ class GradualMask:
 
     @paddle.no_grad()
     def apply(self, models: List[nn.Layer]) -> None:
+        if self._cut is None:    # rebuilt after each selection, not at every step
+            self._cut = [(g.bns, paddle.to_tensor(keep.astype("float32")))
+                         for g, keep in zip(self.pruner.groups, self.masks) if not keep.all()]
         for model in models:
-            layers = dict(unwrap(model).named_sublayers())
-            for g, keep in zip(self.pruner.groups, self.masks):
-                if keep.all():
-                    continue
-                m = paddle.to_tensor(keep.astype("float32"))
-                for b in g.bns:
+            layers = self._layers.get(id(model))
+            if layers is None:
+                layers = self._layers[id(model)] = dict(unwrap(model).named_sublayers())
+            for bns, m in self._cut:
+                for b in bns:
                     bn = layers[b]
                     bn.weight.set_value(bn.weight * m)
                     bn.bias.set_value(bn.bias * m)
@@ -311,9 +317,9 @@ class SparsityCallback(Callback):
 
     def __init__(self, trainer):
         cfg = trainer.cfg
-        self.cfg = _check_cfg(dict(cfg["sparsity"]))
+        self.l1 = SparsityL1(trainer.core, dict(cfg["sparsity"]), trainer.epochs)   # validates the section
+        self.cfg = self.l1.cfg
         self.method = self.cfg["method"]
-        self.l1 = SparsityL1(trainer.core, self.cfg, trainer.epochs)
         self.gradual: Optional[GradualMask] = None
         self.prune_cfg = dict(cfg["prune"])
         self.img_size = int(cfg["img_size"])
@@ -341,11 +347,9 @@ class SparsityCallback(Callback):
         self.l1.apply(epoch_float)
 
     def on_after_step(self, trainer, epoch_float):
-        if self.method == "proximal":
-            self.l1.prox(epoch_float, float(trainer.optimizer.lrs["bn"]))
-        elif self.gradual is not None:
-            if epoch_float <= self.gradual.ramp:    # L1 while choosing; then the masks alone
-                self.l1.prox(epoch_float, float(trainer.optimizer.lrs["bn"]))
+        if self.method == "proximal" or (self.gradual is not None and epoch_float <= self.gradual.ramp):
+            self.l1.prox(epoch_float, float(trainer.optimizer.lrs["bn"]))   # gradual: while choosing
+        if self.gradual is not None:
             models = [trainer.core] + ([trainer.ema.ema] if trainer.ema is not None else [])
             self.gradual.step(epoch_float, int(round(epoch_float * trainer.nb)), models)
 
@@ -373,12 +377,12 @@ class GammaLogger(Callback):
         if trainer.rank != 0:
             return
         st = gamma_stats(trainer.core)
-        g = np.abs(np.asarray(st["gammas"]))
+        g = st["abs_gamma"]
         trainer.logger.histogram("sparsity/gamma_abs", g, epoch)
-        vals = {"sparsity/share_below_1e-2": float((g < 1e-2).mean()),
-                "sparsity/share_below_1e-3": float((g < 1e-3).mean()),
-                "sparsity/share_zero": float((g == 0).mean()),
-                "sparsity/gamma_l1": float(g.sum())}
+        vals = {"sparsity/share_below_1e-2": st["share_under_1e-2"],
+                "sparsity/share_below_1e-3": st["share_under_1e-3"],
+                "sparsity/share_zero": float((g == 0).mean()) if g.size else 0.0,
+                "sparsity/gamma_l1": st["l1"]}
         trainer.logger.scalars(vals, epoch)
         record.update({"gamma_below_1e-2": vals["sparsity/share_below_1e-2"],
                        "gamma_below_1e-3": vals["sparsity/share_below_1e-3"],
