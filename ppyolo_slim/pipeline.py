@@ -210,7 +210,7 @@ class Pipeline:
     def stage_quant(self):
         """Optional (-o pipeline.quant=ptq|qat): INT8 of the fine-tuned model (slim/quant.py),
         added to summary.json / summary.md as models.int8, timed against the sparse model."""
-        from .config import load_config
+        from .data import load_data
         from .slim.quant import ONNX_INT8
         base = load_config(self.configs["sparse"], self.overrides)
         method = base["pipeline"]["quant"]
@@ -239,7 +239,7 @@ class Pipeline:
         with open(self.path("summary.json"), "r", encoding="utf-8") as f:
             result = json.load(f)
         size, onnx_path = int(result["img_size"]), os.path.join(out, ONNX_INT8)
-        spec = __import__("ppyolo_slim.data", fromlist=["load_data"]).load_data(base["data"], verbose=False)
+        spec = load_data(base["data"], verbose=False)
         ev = base["eval"]
         metrics, _ = evaluate_model(OnnxPredictor(onnx_path, device="cpu"), spec.val, spec.names, size,
                                     int(ev["batch_size"]), float(ev["conf_thres"]), float(ev["iou_thres"]),
