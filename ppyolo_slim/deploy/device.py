@@ -43,7 +43,17 @@ def _nbytes(shape: Sequence[int], dtype) -> int:
     return max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
 
 
-class PaddleBackend:
+class _Backend:
+    """What both backends share: ``from_host`` is ``empty`` + ``copy_from_host``."""
+
+    def from_host(self, arr: np.ndarray) -> DeviceArray:
+        arr = np.ascontiguousarray(arr)
+        buf = self.empty(arr.shape, arr.dtype)
+        self.copy_from_host(buf, arr)
+        return buf
+
+
+class PaddleBackend(_Backend):
     """Buffers are paddle GPU tensors (uint8, Paddle's caching allocator owns the memory);
     TensorRT runs on Paddle's current stream."""
     name = "paddle"
@@ -71,12 +81,6 @@ class PaddleBackend:
         n = _nbytes(shape, dtype)
         return buf._impl[:n].numpy().view(np.dtype(dtype)).reshape(shape)
 
-    def from_host(self, arr: np.ndarray) -> DeviceArray:
-        arr = np.ascontiguousarray(arr)
-        buf = self.empty(arr.shape, arr.dtype)
-        self.copy_from_host(buf, arr)
-        return buf
-
     def stream_handle(self) -> int:
         """Paddle's current CUDA stream; 0 (the legacy default stream) if this Paddle hides it."""
         s = self.paddle.device.cuda.current_stream()
@@ -100,7 +104,7 @@ def _check_cuda(result):
     return rest[0] if len(rest) == 1 else (rest or None)
 
 
-class CudaPythonBackend:
+class CudaPythonBackend(_Backend):
     """Buffers from cudaMalloc, freed with cudaFree (by ``DeviceArray.free``, when a buffer is
     garbage-collected, or by ``close``); copies with cudaMemcpyAsync on one stream of our own.
     ``live``: the device bytes this backend holds, by address."""
@@ -140,12 +144,6 @@ class CudaPythonBackend:
                                        rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
         _check_cuda(rt.cudaStreamSynchronize(self.stream))
         return host
-
-    def from_host(self, arr: np.ndarray) -> DeviceArray:
-        arr = np.ascontiguousarray(arr)
-        buf = self.empty(arr.shape, arr.dtype)
-        self.copy_from_host(buf, arr)
-        return buf
 
     def stream_handle(self) -> int:
         return int(self.stream)
