@@ -35,12 +35,14 @@ _OFFSETS: Tuple[Tuple[int, int], ...] = ((6, 5), (6, -12), (-6, 5), (-6, -12), (
 def place_labels(ax, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
                  colors: Optional[Sequence[Any]] = None, **kw) -> list:
     """Annotate each point with its text at the first offset whose box overlaps no label placed
-    before and stays inside the axes (else the least bad); ``colors``: one per label, the
+    before and is no nearer another point than its own, and stays inside the axes (else the least bad); ``colors``: one per label, the
     point's, so close points keep their labels apart. Returns the annotations."""
     fig = ax.figure
     fig.canvas.draw()                  # fixes the layout, so extents are final
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
+    # a label nearer another point than its own (or on its marker) would name the wrong point
+    pts = ax.transData.transform(list(zip(xs, ys)))
     placed, out = [], []
     for i, (x, y, t) in enumerate(zip(xs, ys, texts)):
         best = None
@@ -50,7 +52,8 @@ def place_labels(ax, xs: Sequence[float], ys: Sequence[float], texts: Sequence[s
             a = ax.annotate(t, (x, y), textcoords="offset points", xytext=(dx, dy),
                             ha="left" if dx > 0 else "right", **kw)
             box = a.get_window_extent(renderer).padded(1)
-            bad = sum(box.overlaps(b) for b in placed) * 10 + (not _inside(box, frame))
+            bad = (sum(box.overlaps(b) for b in placed) * 10 + (not _inside(box, frame))
+                   + _nearer_another(box, pts, i) * 10)
             if best is None or bad < best[0]:
                 if best is not None:
                     best[1].remove()
@@ -62,6 +65,16 @@ def place_labels(ax, xs: Sequence[float], ys: Sequence[float], texts: Sequence[s
         placed.append(best[2])
         out.append(best[1])
     return out
+
+
+def _nearer_another(box, pts, i: int) -> bool:
+    """Whether the point nearest to the label's closest edge is not the label's own."""
+    def gap(p):
+        dx = max(box.x0 - p[0], 0.0, p[0] - box.x1)
+        dy = max(box.y0 - p[1], 0.0, p[1] - box.y1)
+        return dx * dx + dy * dy
+    own = gap(pts[i])
+    return any(gap(p) < own for j, p in enumerate(pts) if j != i)
 
 
 def _inside(box, frame) -> bool:
