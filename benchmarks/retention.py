@@ -61,6 +61,12 @@ def grid() -> Dict[str, Dict[str, Any]]:
     cells["gradual_8x_detect"] = {**g, "cut": "8x", "exclude_detect_inputs": False}
     # a longer fine-tune (4x the epochs; more training than the dense reference had): is the gap budget?
     cells["gradual_8x_ft4x"] = {**g, "cut": "8x", "finetune_scale": 4}
+    # where the 8x budget can go: floors of 8 channels take most of it (a layer keeps >= 8)
+    cells["gradual_8x_min4"] = {**g, "cut": "8x", "min_channels": 4}
+    cells["gradual_8x_detect_min4"] = {**g, "cut": "8x", "min_channels": 4, "exclude_detect_inputs": False}
+    # recipe: the cut reached earlier (more epochs at the final width), a higher fine-tune LR
+    cells["gradual_8x_ramp3"] = {**g, "cut": "8x", "ramp": 0.3}
+    cells["gradual_8x_ftlr"] = {**g, "cut": "8x", "finetune": ["optimizer.lr0=0.004"]}
     return cells
 
 
@@ -135,6 +141,10 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
                 ov.append(f"sparsity.exclude_detect_inputs={str(cell['exclude_detect_inputs']).lower()}")
             if cell.get("steps"):
                 ov.append("sparsity.steps=[" + ",".join(str(x) for x in cell["steps"]) + "]")
+            if "ramp" in cell:
+                ov.append(f"sparsity.ramp={cell['ramp']}")
+            if "min_channels" in cell:
+                ov.append(f"prune.min_channels={cell['min_channels']}")
             r = _train(os.path.join(ROOT, "configs", "sparse.yml"), ov, os.path.join(out, "sparse"))
             src = r["weights"]
             row["sparse"] = _evaluate(src, eval_cfg)
@@ -143,6 +153,7 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
             ft_epochs = total
         # uniform masks remove less than the global share where floors bind: cut exactly the zeros
         cut = {"ratio": None, "threshold": 1e-12} if cell.get("selection") == "uniform" else {"ratio": ratio}
+        cut["min_channels"] = int(cell.get("min_channels", 8))
         rep = prune_checkpoint(src, os.path.join(out, "prune"), **cut, img_size=int(eval_cfg["img_size"]),
                                evaluate=val_evaluator(eval_cfg), visualdl=False, plots=False, log=lambda *_: None)
         row["after_cut"] = {k: float(rep["metrics"]["after_prune"][k]) for k in ("map50_95", "map50")}
@@ -150,6 +161,7 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
         distill = cell.get("distill", True)
         ov = common + [f"weights={pruned}", f"epochs={ft_epochs}",
                        f"distill.enabled={str(distill).lower()}", f"distill.teacher={a['dense']}"]
+        ov += list(cell.get("finetune", []))
         r = _train(ft_cfg, ov, os.path.join(out, "finetune"))
         row.update(final=_evaluate(r["weights"], eval_cfg), weights=r["weights"], **_size(r["weights"]))
     row["seconds"] = round(time.time() - t0, 1)
