@@ -67,6 +67,14 @@ def grid() -> Dict[str, Dict[str, Any]]:
     # recipe: the cut reached earlier (more epochs at the final width), a higher fine-tune LR
     cells["gradual_8x_ramp3"] = {**g, "cut": "8x", "ramp": 0.3}
     cells["gradual_8x_ftlr"] = {**g, "cut": "8x", "finetune": ["optimizer.lr0=0.004"]}
+    cells["gradual_8x_ftlr10"] = {**g, "cut": "8x", "finetune": ["optimizer.lr0=0.01"]}
+    cells["gradual_8x_detect_ftlr"] = {**g, "cut": "8x", "exclude_detect_inputs": False,
+                                       "finetune": ["optimizer.lr0=0.004"]}
+    # is it the budget? 10x the fine-tune (110 epochs in all), against the dense model trained as long
+    lng = {"finetune_scale": 10, "finetune": ["optimizer.lr0=0.004"], "ref": "dense_long"}
+    cells["dense_long"] = {"kind": "dense", **lng}
+    cells["gradual_8x_long"] = {**g, "cut": "8x", **lng}
+    cells["gradual_4x_long"] = {**g, "cut": "4x", **lng}
     return cells
 
 
@@ -114,8 +122,9 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
     eval_cfg = load_config(ft_cfg, common)
     kind = cell["kind"]
     if kind == "dense":
-        r = _train(ft_cfg, common + [f"weights={a['dense']}", f"epochs={total}", "distill.enabled=false"],
-                   os.path.join(out, "train"))
+        epochs = a["sparse_epochs"] + a["finetune_epochs"] * int(cell.get("finetune_scale", 1))
+        r = _train(ft_cfg, common + [f"weights={a['dense']}", f"epochs={epochs}", "distill.enabled=false"]
+                   + list(cell.get("finetune", [])), os.path.join(out, "train"))
         row.update(final=_evaluate(r["weights"], eval_cfg), weights=r["weights"], **_size(r["weights"]))
     elif kind == "scratch":
         like = os.path.join(a["work"], f"{cell['like']}_s{seed}", "prune", "pruned.pdparams")
@@ -231,9 +240,10 @@ def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     by: Dict[str, List[Dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["cell"], []).append(r)
-    dense = {r["seed"]: r["final"]["map50_95"] for r in by.get("dense", [])}
     out = {}
     for name, rs in by.items():
+        # kept: against the dense model trained as long (cell "ref", default "dense"), same seed
+        dense = {r["seed"]: r["final"]["map50_95"] for r in by.get(rs[0].get("ref", "dense"), [])}
         fin = [r["final"]["map50_95"] for r in rs]
         ent = {"seeds": [r["seed"] for r in rs], "map50_95": float(np.mean(fin)),
                "map50_95_spread": float(np.ptp(fin)) if len(fin) > 1 else None,
