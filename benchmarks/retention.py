@@ -71,8 +71,11 @@ def grid() -> Dict[str, Dict[str, Any]]:
     cells["gradual_8x_detect_ftlr"] = {**g, "cut": "8x", "exclude_detect_inputs": False,
                                        "finetune": ["optimizer.lr0=0.004"]}
     # the three that paid, together
-    cells["gradual_8x_combo"] = {**g, "cut": "8x", "exclude_detect_inputs": False, "ramp": 0.3,
-                                 "finetune": ["optimizer.lr0=0.004"]}
+    combo = {**g, "exclude_detect_inputs": False, "ramp": 0.3, "finetune": ["optimizer.lr0=0.004"]}
+    for cut in ("8x", "4x", "2x"):
+        cells[f"gradual_{cut}_combo"] = {**combo, "cut": cut}
+        cells[f"scratch_{cut}_combo"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}_combo"}
+    cells["gradual_8x_combo_lr10"] = {**combo, "cut": "8x", "finetune": ["optimizer.lr0=0.01"]}
     # is it the budget? 10x the fine-tune (110 epochs in all), against the dense model trained as long
     lng = {"finetune_scale": 10, "finetune": ["optimizer.lr0=0.004"], "ref": "dense_long"}
     cells["dense_long"] = {"kind": "dense", **lng}
