@@ -75,7 +75,9 @@ def grid() -> Dict[str, Dict[str, Any]]:
     for cut in ("8x", "4x", "2x"):
         cells[f"gradual_{cut}_combo"] = {**combo, "cut": cut}
         cells[f"scratch_{cut}_combo"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}_combo"}
-    cells["gradual_8x_combo_lr10"] = {**combo, "cut": "8x", "finetune": ["optimizer.lr0=0.01"]}
+    for cut in ("8x", "4x", "2x"):
+        cells[f"gradual_{cut}_combo_lr10"] = {**combo, "cut": cut, "finetune": ["optimizer.lr0=0.01"]}
+    cells["gradual_8x_combo_lr20"] = {**combo, "cut": "8x", "finetune": ["optimizer.lr0=0.02"]}
     # is it the budget? 10x the fine-tune (110 epochs in all), against the dense model trained as long
     lng = {"finetune_scale": 10, "finetune": ["optimizer.lr0=0.004"], "ref": "dense_long"}
     cells["dense_long"] = {"kind": "dense", **lng}
