@@ -24,7 +24,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", help="config YAML (data, img_size, eval.* thresholds)")
     add_predictor_args(p)
-    p.add_argument("--data", help="data YAML / COCO json spec / 'shapes' (overrides the config's data)")
+    p.add_argument("--data", help="data YAML / COCO json spec / 'shapes' (overrides the config's data; "
+                   "default without -c: the data the weights were trained on, from their metadata)")
     p.add_argument("--img-size", type=int, help="input size (default: the config's img_size, "
                    "or the model's own size without -c)")
     p.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size")
@@ -47,6 +48,16 @@ def trained_on(predictor):
             return made_by["data"]
         made_by = made_by.get("parent")
     return None
+
+
+def default_data(args, cfg, predictor):
+    """Without --data: the config's data when -c or -o data= names it, else the data the
+    weights were trained on (their metadata) when that file is here, else the config default
+    (the embedded shapes set)."""
+    if args.config or any(o.startswith("data=") for o in args.opt):
+        return cfg.data
+    own = trained_on(predictor)
+    return own if own and os.path.isfile(str(own)) else cfg.data
 
 
 def report_name(data_arg, data_source, own_data) -> str:
@@ -80,7 +91,7 @@ def main(argv=None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         ev = cfg.eval
         report = evaluate_on_data(
-            predictor, args.data or cfg.data, img_size,
+            predictor, args.data or default_data(args, cfg, predictor), img_size,
             batch_size=args.batch_size or ev.batch_size,
             conf_thres=ev.conf_thres if args.conf_thres is None else args.conf_thres,
             iou_thres=ev.iou_thres if args.iou_thres is None else args.iou_thres,
