@@ -127,7 +127,7 @@ class Pipeline:
         self.log(f"[pipeline] dense: training the unpruned model {self._epochs(int(epochs))} epochs "
                  f"from {init or 'random init'}")
         return {**self._train("dense", [f"epochs={self._epochs(int(epochs))}", "sparsity.enabled=false"],
-                              config="sparse"), "trained": True}
+                              config="sparse"), "trained": True, "init": init or None}
 
     def stage_sparse(self):
         base = load_config(self.configs["sparse"], self.overrides)

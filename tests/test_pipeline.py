@@ -103,6 +103,7 @@ def test_data_of_other_classes_trains_the_dense_model_first(tiny_data, tmp_path)
     p.run(until="finetune")
     dense = p.state["done"]["dense"]
     assert dense["trained"] is True and dense["weights"].startswith(str(out / "dense"))
+    assert dense["init"].endswith("yolov5n_shapes_160.pdparams")   # summary.md names it
     from ppyolo_slim.model import read_weights
     _, meta = read_weights(p.state["done"]["finetune"]["weights"])
     assert meta.names == spec["names"]
