@@ -267,7 +267,8 @@ def _trained_on(weights: str, data: str) -> bool:
     from .data import load_data
     from .model import read_weights
     _, meta = read_weights(weights)
-    return list(meta.names or []) == list(load_data(data).names)
+    # quiet: the dense or sparse stage's trainer prints the data summary next, once
+    return list(meta.names or []) == list(load_data(data, verbose=False).names)
 
 
 def run_pipeline(output: str = "output/pipeline", overrides: Sequence[str] = (), fresh: bool = False,

@@ -109,3 +109,12 @@ def test_data_of_other_classes_trains_the_dense_model_first(tiny_data, tmp_path)
     assert meta.names == spec["names"]
     saved = yaml.safe_load((out / "finetune" / "config.yml").read_text())
     assert saved["distill"]["enabled"] and saved["distill"]["teacher"] == dense["weights"]
+
+
+def test_checking_the_initial_weights_classes_prints_no_second_data_summary(tiny_data, capsys):
+    """The dense stage asks whether the initial weights know the data's classes; the data
+    summary (with its per-file list) is then printed by the trainer alone, not twice."""
+    from ppyolo_slim.pipeline import _trained_on
+    from ppyolo_slim.config import load_config
+    assert _trained_on(load_config("configs/sparse.yml")["weights"], tiny_data) is True   # shapes
+    assert "data " not in capsys.readouterr().err
