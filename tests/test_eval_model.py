@@ -142,3 +142,15 @@ def test_eval_without_data_scores_the_weights_own_data(tmp_path, capsys):
     save_weights(str(w), build_model(meta).state_dict(), meta)
     assert load_tool("eval").main(["--weights", str(w), "--batch-size", "2"]) == 0
     assert json.loads((w.parent / "eval.json").read_text())["data"] == own
+
+
+def test_an_exported_model_knows_its_data_from_export_report(tmp_path):
+    """ONNX / Paddle Inference predictors carry no checkpoint metadata: the data comes from the
+    export_report.json the exporter wrote beside them (else the eval fell back to shapes)."""
+    ev = load_tool("eval")
+    (tmp_path / "export_report.json").write_text(json.dumps(
+        {"made_by": {"stage": "prune", "parent": {"stage": "sparse", "data": "/d/data.yaml"}}}))
+    onnx = tmp_path / "model.onnx"
+    assert ev.trained_on(object(), str(onnx)) == "/d/data.yaml"
+    assert ev.trained_on(object(), str(tmp_path)) == "/d/data.yaml"      # --model-dir
+    assert ev.trained_on(object(), str(tmp_path / "none" / "model.onnx")) is None

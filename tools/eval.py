@@ -40,14 +40,27 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def trained_on(predictor):
-    """The data the weights were trained on, from their metadata (a pruned model's parent's), or None."""
+def trained_on(predictor, model_path=None):
+    """The data the weights were trained on, from their metadata (a pruned model's parent's), or None.
+    An exported model (ONNX, Paddle Inference) has it in the export_report.json beside it."""
     made_by = getattr(getattr(getattr(predictor, "model", None), "meta", None), "made_by", None)
+    if made_by is None and model_path:
+        folder = model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
+        try:
+            import json
+            with open(os.path.join(folder, "export_report.json"), "r", encoding="utf-8") as f:
+                made_by = json.load(f).get("made_by")
+        except (OSError, ValueError, AttributeError):
+            made_by = None
     while isinstance(made_by, dict):
         if made_by.get("data"):
             return made_by["data"]
         made_by = made_by.get("parent")
     return None
+
+
+def _model_path(args):
+    return args.weights or args.onnx or args.model_dir or args.engine
 
 
 def default_data(args, cfg, predictor):
@@ -56,7 +69,7 @@ def default_data(args, cfg, predictor):
     (the embedded shapes set)."""
     if args.config or any(o.startswith("data=") for o in args.opt):
         return cfg.data
-    own = trained_on(predictor)
+    own = trained_on(predictor, _model_path(args))
     return own if own and os.path.isfile(str(own)) else cfg.data
 
 
@@ -100,10 +113,10 @@ def main(argv=None) -> int:
             FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model_path = args.weights or args.onnx or args.model_dir or args.engine
+    model_path = _model_path(args)
     out = args.output or os.path.join(
         model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path)),
-        report_name(args.data, report["data_source"], trained_on(predictor)))
+        report_name(args.data, report["data_source"], trained_on(predictor, model_path)))
     write_json(out, report)
     print(format_table(report))
     print(f"mAP@0.5:0.95 {report['map50_95']:.4f}  mAP@0.5 {report['map50']:.4f}  "
