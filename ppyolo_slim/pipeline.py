@@ -92,6 +92,7 @@ class Pipeline:
                 result["seconds"] = round(time.time() - t0, 1)
                 self.state["done"][stage] = result
                 self._save_state()
+                self.log(_stage_done(stage, result))
             if stage == until:
                 break
         return self.state
@@ -260,6 +261,15 @@ class Pipeline:
         write_json(self.path("summary.json"), result)
         atomic_write_bytes(self.path("summary.md"), (format_report(result) + "\n").encode())
         return {"dir": out, "onnx": onnx_path, "method": method, "map50_95": row["map50_95"]}
+
+
+def _stage_done(stage: str, result: Dict[str, Any]) -> str:
+    """One line per finished stage: its time and, for a training stage, its best val mAP
+    (with --no-progress the only sign of how a 15-minute stage went)."""
+    text = f"[pipeline] {stage}: done in {result['seconds'] / 60:.1f} min"
+    if result.get("best_map50_95") is not None:
+        text += f", best mAP@0.5:0.95 {result['best_map50_95']:.4f} ({result.get('epochs', '?')} epochs)"
+    return text
 
 
 def _trained_on(weights: str, data: str) -> bool:

@@ -118,3 +118,10 @@ def test_checking_the_initial_weights_classes_prints_no_second_data_summary(tiny
     from ppyolo_slim.config import load_config
     assert _trained_on(load_config("configs/sparse.yml")["weights"], tiny_data) is True   # shapes
     assert "data " not in capsys.readouterr().err
+
+
+def test_each_finished_stage_logs_its_time_and_best_map():
+    from ppyolo_slim.pipeline import _stage_done
+    line = _stage_done("dense", {"seconds": 1002.0, "best_map50_95": 0.0951, "epochs": 30, "weights": "w"})
+    assert line == "[pipeline] dense: done in 16.7 min, best mAP@0.5:0.95 0.0951 (30 epochs)"
+    assert _stage_done("export", {"seconds": 13.5}) == "[pipeline] export: done in 0.2 min"
