@@ -92,6 +92,7 @@ class Pipeline:
                 result["seconds"] = round(time.time() - t0, 1)
                 self.state["done"][stage] = result
                 self._save_state()
+                self.log(_stage_done(stage, result))
             if stage == until:
                 break
         return self.state
@@ -127,7 +128,7 @@ class Pipeline:
         self.log(f"[pipeline] dense: training the unpruned model {self._epochs(int(epochs))} epochs "
                  f"from {init or 'random init'}")
         return {**self._train("dense", [f"epochs={self._epochs(int(epochs))}", "sparsity.enabled=false"],
-                              config="sparse"), "trained": True}
+                              config="sparse"), "trained": True, "init": init or None}
 
     def stage_sparse(self):
         base = load_config(self.configs["sparse"], self.overrides)
@@ -262,12 +263,22 @@ class Pipeline:
         return {"dir": out, "onnx": onnx_path, "method": method, "map50_95": row["map50_95"]}
 
 
+def _stage_done(stage: str, result: Dict[str, Any]) -> str:
+    """One line per finished stage: its time and, for a training stage, its best val mAP
+    (with --no-progress the only sign of how a 15-minute stage went)."""
+    text = f"[pipeline] {stage}: done in {result['seconds'] / 60:.1f} min"
+    if result.get("best_map50_95") is not None:
+        text += f", best mAP@0.5:0.95 {result['best_map50_95']:.4f} ({result.get('epochs', '?')} epochs)"
+    return text
+
+
 def _trained_on(weights: str, data: str) -> bool:
     """Whether ``weights`` (its metadata) were trained on ``data``'s classes, in order."""
     from .data import load_data
     from .model import read_weights
     _, meta = read_weights(weights)
-    return list(meta.names or []) == list(load_data(data).names)
+    # quiet: the dense or sparse stage's trainer prints the data summary next, once
+    return list(meta.names or []) == list(load_data(data, verbose=False).names)
 
 
 def run_pipeline(output: str = "output/pipeline", overrides: Sequence[str] = (), fresh: bool = False,

@@ -134,6 +134,8 @@ def summarize(weights: Mapping[str, str], onnx: Mapping[str, str], cfg, out_dir:
               "val_images": len(spec.val), "machine": machine()}
     if "deploy" in stages:
         result["deploy"] = stages["deploy"]
+    if isinstance(stages.get("dense"), dict) and "dense" in rows:
+        result["dense_model"] = _dense_origin(stages["dense"], rows["dense"]["weights"])
     result["stage_seconds"] = {k: v.get("seconds") for k, v in stages.items() if isinstance(v, dict)}
     md = format_report(result)
     paths = {"json": os.path.join(out_dir, "summary.json"), "md": os.path.join(out_dir, "summary.md"),
@@ -144,6 +146,41 @@ def summarize(weights: Mapping[str, str], onnx: Mapping[str, str], cfg, out_dir:
     log(format_markdown(result))
     result["paths"] = paths
     return result
+
+
+def _dense_origin(stage: Mapping[str, Any], weights: str) -> Dict[str, Any]:
+    """How the dense row's model came about: given (trained on this data before the run) or
+    trained by the pipeline's dense stage, and at which epoch its best checkpoint was taken."""
+    out: Dict[str, Any] = {"trained": bool(stage.get("trained")), "weights": weights}
+    if out["trained"]:
+        out.update(init=stage.get("init", "its initial weights"), epochs=stage.get("epochs"))
+        try:
+            from .model.weights import load_weights
+            made_by = (load_weights(weights)[1] or {}).get("made_by") or {}
+            out["best_epoch"] = int(made_by["epoch"])
+        except Exception:   # an unreadable record only loses this sentence's detail
+            pass
+    return out
+
+
+def format_dense_origin(d: Mapping[str, Any]) -> str:
+    if not d.get("trained"):
+        return (f"The dense model is `{d.get('weights')}`, trained on this data's classes before this "
+                f"run (not trained here).")
+    text = (f"The dense model was trained in this run: {d.get('epochs', '?')} epochs from "
+            f"{d.get('init') or 'random init'} (`pipeline.dense_epochs`; trained by default when the initial "
+            f"weights do not know this data's classes).")
+    best, epochs = d.get("best_epoch"), d.get("epochs")
+    if best is not None and epochs:
+        text += f" Its best checkpoint is from epoch {best} of {epochs}"
+        if best >= epochs:
+            text += (": it was still improving when training stopped, so **mAP kept** is measured "
+                     "against an under-trained reference (and teacher). Train it longer "
+                     "(`-o pipeline.dense_epochs=N`), or give a converged dense model of this data "
+                     "(`-o weights=PATH`; it is then used as it is).")
+        else:
+            text += "."
+    return text
 
 
 def _short(path: str) -> str:
@@ -195,6 +232,8 @@ def format_report(result: Mapping[str, Any]) -> str:
         "",
         format_markdown(result),
     ]
+    if result.get("dense_model"):
+        parts += ["", format_dense_origin(result["dense_model"])]
     deploy = result.get("deploy")
     if deploy:
         parts += ["", "## TensorRT network (deploy stage)", "", *format_deploy(deploy)]

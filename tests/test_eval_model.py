@@ -128,3 +128,29 @@ def test_eval_json_is_the_weights_own_data_only(tmp_path, capsys):
     assert sorted(os.listdir(w.parent)) == ["eval.json", "eval_other_data.json", "pruned.pdparams"]
     assert json.loads((w.parent / "eval.json").read_text())["data"] == own
     assert "eval_other_data.json" in capsys.readouterr().out
+
+
+def test_eval_without_data_scores_the_weights_own_data(tmp_path, capsys):
+    """No -c, no --data: the data in the weights' metadata, not the embedded shapes set (a
+    model of another data set would otherwise fail with 'predicts 2 classes but shapes has 5')."""
+    from ppyolo_slim.data import load_data
+    from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    own = write_yolo_dataset(tmp_path / "own")
+    meta = ModelMeta(nc=2, names=["red", "green"], img_size=64,
+                     made_by={"stage": "train", "data": load_data(own, verbose=False).source})
+    w = tmp_path / "run" / "best.pdparams"
+    save_weights(str(w), build_model(meta).state_dict(), meta)
+    assert load_tool("eval").main(["--weights", str(w), "--batch-size", "2"]) == 0
+    assert json.loads((w.parent / "eval.json").read_text())["data"] == own
+
+
+def test_an_exported_model_knows_its_data_from_export_report(tmp_path):
+    """ONNX / Paddle Inference predictors carry no checkpoint metadata: the data comes from the
+    export_report.json the exporter wrote beside them (else the eval fell back to shapes)."""
+    ev = load_tool("eval")
+    (tmp_path / "export_report.json").write_text(json.dumps(
+        {"made_by": {"stage": "prune", "parent": {"stage": "sparse", "data": "/d/data.yaml"}}}))
+    onnx = tmp_path / "model.onnx"
+    assert ev.trained_on(object(), str(onnx)) == "/d/data.yaml"
+    assert ev.trained_on(object(), str(tmp_path)) == "/d/data.yaml"      # --model-dir
+    assert ev.trained_on(object(), str(tmp_path / "none" / "model.onnx")) is None

@@ -103,8 +103,25 @@ def test_data_of_other_classes_trains_the_dense_model_first(tiny_data, tmp_path)
     p.run(until="finetune")
     dense = p.state["done"]["dense"]
     assert dense["trained"] is True and dense["weights"].startswith(str(out / "dense"))
+    assert dense["init"].endswith("yolov5n_shapes_160.pdparams")   # summary.md names it
     from ppyolo_slim.model import read_weights
     _, meta = read_weights(p.state["done"]["finetune"]["weights"])
     assert meta.names == spec["names"]
     saved = yaml.safe_load((out / "finetune" / "config.yml").read_text())
     assert saved["distill"]["enabled"] and saved["distill"]["teacher"] == dense["weights"]
+
+
+def test_checking_the_initial_weights_classes_prints_no_second_data_summary(tiny_data, capsys):
+    """The dense stage asks whether the initial weights know the data's classes; the data
+    summary (with its per-file list) is then printed by the trainer alone, not twice."""
+    from ppyolo_slim.pipeline import _trained_on
+    from ppyolo_slim.config import load_config
+    assert _trained_on(load_config("configs/sparse.yml")["weights"], tiny_data) is True   # shapes
+    assert "data " not in capsys.readouterr().err
+
+
+def test_each_finished_stage_logs_its_time_and_best_map():
+    from ppyolo_slim.pipeline import _stage_done
+    line = _stage_done("dense", {"seconds": 1002.0, "best_map50_95": 0.0951, "epochs": 30, "weights": "w"})
+    assert line == "[pipeline] dense: done in 16.7 min, best mAP@0.5:0.95 0.0951 (30 epochs)"
+    assert _stage_done("export", {"seconds": 13.5}) == "[pipeline] export: done in 0.2 min"

@@ -229,3 +229,17 @@ def test_sensitivity_layers_match_whole_names_not_prefixes():
     assert [g.label for g in select_groups(groups, ["model.9.cv1"])] == ["model.9.cv1"]
     with pytest.raises(ValueError, match="model.99"):
         select_groups(groups, ["model.99"])
+
+
+def test_gamma_histogram_log_panel_leaves_exact_zeros_out(tmp_path, monkeypatch):
+    """The gradual method's exact zeros have no log10: they are counted in the axis label, not
+    drawn as one tall bar at the smallest nonzero |gamma| (where they read as real values)."""
+    import numpy as np
+    from ppyolo_slim.slim import report
+    figs = []
+    monkeypatch.setattr(report, "_save_fig", lambda fig, path: figs.append(fig))
+    scores = np.concatenate([np.zeros(4000), np.linspace(0.7, 1.2, 500)])
+    report.plot_gamma_histogram(scores, 0.69, str(tmp_path / "g.png"))
+    log_ax = figs[0].axes[1]
+    assert sum(p.get_height() for p in log_ax.patches) == 500
+    assert "4,000 exact zeros not shown" in log_ax.get_xlabel()

@@ -133,6 +133,23 @@ def test_s_weights_into_an_n_model_name_the_layer_and_both_shapes(files):
         assign_state(build_model(N3), state, source=files["s3"])
 
 
+def test_new_head_load_is_quiet_and_keeps_the_head(recwarn):
+    """Another nc (a checkpoint of other data): the body loads, the new head keeps its own
+    values, and Paddle prints no "Skip loading for ..." warning per head tensor."""
+    paddle.seed(1)
+    src = build_model(ModelMeta(nc=5, names=list("abcde"))).state_dict()
+    body = {k: v.numpy() for k, v in src.items() if not k.startswith("model.24.m.")}
+    paddle.seed(2)
+    model = build_model(N3)
+    head = {k: v.numpy().copy() for k, v in model.state_dict().items() if k.startswith("model.24.m.")}
+    loaded, skipped = assign_state(model, body, strict=False)
+    assert sorted(skipped) == sorted(head) and loaded
+    assert not [w for w in recwarn if "Skip loading" in str(w.message)]
+    now = model.state_dict()
+    assert all(np.array_equal(now[k].numpy(), v) for k, v in head.items())
+    assert np.array_equal(now["model.0.conv.weight"].numpy(), body["model.0.conv.weight"])
+
+
 def test_training_from_an_s_file_builds_s_whatever_model_scale_says(files, tiny_data, tmp_path):
     from ppyolo_slim.engine.trainer import Trainer
     cfg = load_config("configs/finetune.yml", tiny_train_overrides(tiny_data, tmp_path, weights=files["s3"],

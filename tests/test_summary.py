@@ -76,3 +76,22 @@ def test_plot_ticks_and_labels_do_not_collide_or_leave_the_figure(gflops, tmp_pa
         b = t.get_window_extent(fig.canvas.get_renderer())
         assert frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1, t.get_text()
     assert ax.get_title().startswith("Accuracy against compute")
+
+
+def test_report_says_how_the_dense_model_came_about(tmp_path):
+    """Other data: the dense row is a model the pipeline trained; summary.md says so, and says
+    when it was still improving at its last epoch (mAP kept is then against a weak reference)."""
+    from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    w = str(tmp_path / "best.pdparams")
+    meta = ModelMeta(nc=2, names=["a", "b"], made_by={"stage": "train", "epoch": 30, "epochs": 30})
+    save_weights(w, build_model(meta).state_dict(), meta)
+    d = S._dense_origin({"trained": True, "epochs": 30, "init": "weights/x.pdparams"}, w)
+    assert d["best_epoch"] == 30
+    md = S.format_report(dict(result(), dense_model=d))
+    assert "trained in this run" in md and "30 epochs from weights/x.pdparams" in md
+    assert "still improving" in md and "pipeline.dense_epochs" in md
+    d = S._dense_origin({"trained": True, "epochs": 40, "init": None}, w)
+    md = S.format_report(dict(result(), dense_model=d))
+    assert "40 epochs from random init" in md and "epoch 30 of 40." in md and "still improving" not in md
+    given = S.format_report(dict(result(), dense_model=S._dense_origin({"trained": False}, w)))
+    assert "trained on this data's classes before this run" in given

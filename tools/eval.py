@@ -24,7 +24,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", help="config YAML (data, img_size, eval.* thresholds)")
     add_predictor_args(p)
-    p.add_argument("--data", help="data YAML / COCO json spec / 'shapes' (overrides the config's data)")
+    p.add_argument("--data", help="data YAML / COCO json spec / 'shapes' (overrides the config's data; "
+                   "default without -c: the data the weights were trained on, from their metadata)")
     p.add_argument("--img-size", type=int, help="input size (default: the config's img_size, "
                    "or the model's own size without -c)")
     p.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size")
@@ -39,14 +40,37 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def trained_on(predictor):
-    """The data the weights were trained on, from their metadata (a pruned model's parent's), or None."""
+def trained_on(predictor, model_path=None):
+    """The data the weights were trained on, from their metadata (a pruned model's parent's), or None.
+    An exported model (ONNX, Paddle Inference) has it in the export_report.json beside it."""
     made_by = getattr(getattr(getattr(predictor, "model", None), "meta", None), "made_by", None)
+    if made_by is None and model_path:
+        folder = model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
+        try:
+            import json
+            with open(os.path.join(folder, "export_report.json"), "r", encoding="utf-8") as f:
+                made_by = json.load(f).get("made_by")
+        except (OSError, ValueError, AttributeError):
+            made_by = None
     while isinstance(made_by, dict):
         if made_by.get("data"):
             return made_by["data"]
         made_by = made_by.get("parent")
     return None
+
+
+def _model_path(args):
+    return args.weights or args.onnx or args.model_dir or args.engine
+
+
+def default_data(args, cfg, predictor):
+    """Without --data: the config's data when -c or -o data= names it, else the data the
+    weights were trained on (their metadata) when that file is here, else the config default
+    (the embedded shapes set)."""
+    if args.config or any(o.startswith("data=") for o in args.opt):
+        return cfg.data
+    own = trained_on(predictor, _model_path(args))
+    return own if own and os.path.isfile(str(own)) else cfg.data
 
 
 def report_name(data_arg, data_source, own_data) -> str:
@@ -80,7 +104,7 @@ def main(argv=None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         ev = cfg.eval
         report = evaluate_on_data(
-            predictor, args.data or cfg.data, img_size,
+            predictor, args.data or default_data(args, cfg, predictor), img_size,
             batch_size=args.batch_size or ev.batch_size,
             conf_thres=ev.conf_thres if args.conf_thres is None else args.conf_thres,
             iou_thres=ev.iou_thres if args.iou_thres is None else args.iou_thres,
@@ -89,10 +113,10 @@ def main(argv=None) -> int:
             FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model_path = args.weights or args.onnx or args.model_dir or args.engine
+    model_path = _model_path(args)
     out = args.output or os.path.join(
         model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path)),
-        report_name(args.data, report["data_source"], trained_on(predictor)))
+        report_name(args.data, report["data_source"], trained_on(predictor, model_path)))
     write_json(out, report)
     print(format_table(report))
     print(f"mAP@0.5:0.95 {report['map50_95']:.4f}  mAP@0.5 {report['map50']:.4f}  "

@@ -56,7 +56,9 @@ def assign_state(model, state: Mapping[str, Any], strict: bool = True,
     if strict and extra:
         raise WeightShapeError(f"{source}: unexpected parameter {extra[0]} "
                                f"({len(extra)} unexpected in all); is this a checkpoint of this model?")
-    model.set_state_dict(new)
+    # a skipped parameter keeps the model's own value (given explicitly: Paddle warns
+    # "Skip loading for ..." for each one left out, a wall of warnings on a new head)
+    model.set_state_dict({**{k: own[k] for k in skipped}, **new})
     return loaded, skipped
 
 

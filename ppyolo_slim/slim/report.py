@@ -120,8 +120,11 @@ def plot_gamma_histogram(scores: np.ndarray, threshold: Optional[float], path: s
     axes[0].set_ylabel("channels")
     axes[0].set_yscale("log")
     floor = max(float(s[s > 0].min()) if (s > 0).any() else 1e-8, 1e-8)
-    axes[1].hist(np.log10(np.maximum(s, floor)), bins=100, color="#4477aa")
-    axes[1].set_xlabel("log10 |gamma|")
+    # exact zeros have no log: left out and counted (clamped to the smallest nonzero they drew
+    # one tall bar there, which read as thousands of channels at that |gamma|)
+    zeros = int((s <= 0).sum())
+    axes[1].hist(np.log10(s[s > 0]) if zeros < s.size else [], bins=100, color="#4477aa")
+    axes[1].set_xlabel("log10 |gamma|" + (f" ({zeros:,} exact zeros not shown)" if zeros else ""))
     axes[1].set_ylabel("channels")
     from matplotlib.ticker import MaxNLocator
     for ax, t in ((axes[0], threshold), (axes[1], None if threshold is None else np.log10(max(threshold, floor)))):
