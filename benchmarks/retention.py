@@ -77,6 +77,8 @@ def grid() -> Dict[str, Dict[str, Any]]:
         cells[f"scratch_{cut}_combo"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}_combo"}
     for cut in ("8x", "4x", "2x"):
         cells[f"gradual_{cut}_combo_lr10"] = {**combo, "cut": cut, "finetune": ["optimizer.lr0=0.01"]}
+    # the reference under the same recipe: the dense model fine-tuned 20 epochs at that LR
+    cells["dense_lr10"] = {"kind": "dense", "finetune": ["optimizer.lr0=0.01"]}
     cells["gradual_8x_combo_lr20"] = {**combo, "cut": "8x", "finetune": ["optimizer.lr0=0.02"]}
     # is it the budget? 10x the fine-tune (110 epochs in all), against the dense model trained as long
     lng = {"finetune_scale": 10, "finetune": ["optimizer.lr0=0.004"], "ref": "dense_long"}
