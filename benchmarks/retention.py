@@ -79,6 +79,9 @@ def grid() -> Dict[str, Dict[str, Any]]:
         cells[f"gradual_{cut}_combo_lr10"] = {**combo, "cut": cut, "finetune": ["optimizer.lr0=0.01"]}
     # the reference under the same recipe: the dense model fine-tuned 20 epochs at that LR
     cells["dense_lr10"] = {"kind": "dense", "finetune": ["optimizer.lr0=0.01"]}
+    # the scratch baseline at that LR too (it might just need a higher one)
+    cells["scratch_8x_lr10"] = {"kind": "scratch", "cut": "8x", "like": "gradual_8x_combo",
+                                "finetune": ["optimizer.lr0=0.01"]}
     cells["gradual_8x_combo_lr20"] = {**combo, "cut": "8x", "finetune": ["optimizer.lr0=0.02"]}
     # is it the budget? 10x the fine-tune (110 epochs in all), against the dense model trained as long
     lng = {"finetune_scale": 10, "finetune": ["optimizer.lr0=0.004"], "ref": "dense_long"}
@@ -142,8 +145,8 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
             raise RuntimeError(f"{name}: needs {cell['like']} (seed {seed}) to have run first for its architecture")
         init = os.path.join(out, "init.pdparams")
         _reinitialise(like, init, seed)
-        r = _train(os.path.join(ROOT, "configs", "base.yml"), common + [f"weights={init}", f"epochs={total}"],
-                   os.path.join(out, "train"))
+        r = _train(os.path.join(ROOT, "configs", "base.yml"), common + [f"weights={init}", f"epochs={total}"]
+                   + list(cell.get("finetune", [])), os.path.join(out, "train"))
         row.update(final=_evaluate(r["weights"], eval_cfg), weights=r["weights"], **_size(r["weights"]))
     else:
         ratio = CUTS[cell["cut"]]
@@ -330,6 +333,7 @@ def main(argv=None):
     ap.add_argument("--work", default=os.path.join(ROOT, "output", "bench_retention"))
     ap.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime timing at 640 px")
+    ap.add_argument("--latency-cells", nargs="+", help="time only these cells (default: every finished one)")
     ap.add_argument("--quick", action="store_true", help="CI smoke: tiny data, 1 epoch each, 1 seed")
     args = ap.parse_args(argv)
     if args.quick:     # tiny data and a tiny dense model made here, 1 epoch per stage
@@ -368,7 +372,8 @@ def main(argv=None):
     rows = all_rows(a["work"], cells)      # every finished cell, this run's and earlier runs'
     summary = summarise(rows)
     if not args.no_latency:
-        lat = latency(rows, a["work"], 64 if args.quick else 640)
+        timed = [r for r in rows if not args.latency_cells or r["cell"] in args.latency_cells]
+        lat = latency(timed, a["work"], 64 if args.quick else 640)
         for name, v in lat.items():
             summary[name].update(v)
     print(table(summary))
