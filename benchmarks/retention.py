@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -41,16 +41,19 @@ CUTS = {"2x": 0.5, "4x": 0.75, "8x": 0.875}
 
 def grid() -> Dict[str, Dict[str, Any]]:
     """name -> cell settings. The default grid: every variant at 8x, the best one at 2x and 4x."""
-    g = {"kind": "sparse", "method": "gradual"}
-    cells: Dict[str, Dict[str, Any]] = {"dense": {"kind": "dense"}}
+    # the first grid's recipe, pinned (the config defaults have since moved to the combo_lr10 cells':
+    # Detect inputs penalised, ramp 0.3, fine-tune LR 0.01)
+    first = {"exclude_detect_inputs": True, "finetune": ["optimizer.lr0=0.001"]}
+    g = {"kind": "sparse", "method": "gradual", "ramp": 0.6, **first}
+    cells: Dict[str, Dict[str, Any]] = {"dense": {"kind": "dense", "finetune": first["finetune"]}}
     cells["gradual_8x"] = {**g, "cut": "8x"}
     cells["scratch_8x"] = {"kind": "scratch", "cut": "8x", "like": "gradual_8x"}
     cells["gradual_8x_nodistill"] = {**g, "cut": "8x", "distill": False}
     cells["gradual_8x_flops"] = {**g, "cut": "8x", "flop_weighted": True}
     cells["gradual_8x_nol1"] = {**g, "cut": "8x", "rate": 0.0}
-    cells["proximal_8x"] = {"kind": "sparse", "method": "proximal", "cut": "8x"}
-    cells["subgradient_8x"] = {"kind": "sparse", "method": "subgradient", "cut": "8x"}
-    cells["oneshot_8x"] = {"kind": "oneshot", "cut": "8x"}
+    cells["proximal_8x"] = {"kind": "sparse", "method": "proximal", "cut": "8x", **first}
+    cells["subgradient_8x"] = {"kind": "sparse", "method": "subgradient", "cut": "8x", **first}
+    cells["oneshot_8x"] = {"kind": "oneshot", "cut": "8x", "finetune": first["finetune"]}
     for cut in ("4x", "2x"):
         cells[f"gradual_{cut}"] = {**g, "cut": cut}
         cells[f"scratch_{cut}"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}"}
@@ -76,12 +79,13 @@ def grid() -> Dict[str, Dict[str, Any]]:
         cells[f"gradual_{cut}_combo"] = {**combo, "cut": cut}
         cells[f"scratch_{cut}_combo"] = {"kind": "scratch", "cut": cut, "like": f"gradual_{cut}_combo"}
     for cut in ("8x", "4x", "2x"):
-        cells[f"gradual_{cut}_combo_lr10"] = {**combo, "cut": cut, "finetune": ["optimizer.lr0=0.01"]}
+        cells[f"gradual_{cut}_combo_lr10"] = {**combo, "cut": cut, "finetune": ["optimizer.lr0=0.01"],
+                                             "ref": "dense_lr10"}
     # the reference under the same recipe: the dense model fine-tuned 20 epochs at that LR
-    cells["dense_lr10"] = {"kind": "dense", "finetune": ["optimizer.lr0=0.01"]}
+    cells["dense_lr10"] = {"kind": "dense", "finetune": ["optimizer.lr0=0.01"], "ref": "dense_lr10"}
     # the scratch baseline at that LR too (it might just need a higher one)
     cells["scratch_8x_lr10"] = {"kind": "scratch", "cut": "8x", "like": "gradual_8x_combo",
-                                "finetune": ["optimizer.lr0=0.01"]}
+                                "finetune": ["optimizer.lr0=0.01"], "ref": "dense_lr10"}
     cells["gradual_8x_combo_lr20"] = {**combo, "cut": "8x", "finetune": ["optimizer.lr0=0.02"]}
     # is it the budget? 10x the fine-tune (110 epochs in all), against the dense model trained as long
     lng = {"finetune_scale": 10, "finetune": ["optimizer.lr0=0.004"], "ref": "dense_long"}
@@ -248,7 +252,7 @@ def latency(rows: List[Dict[str, Any]], work: str, img_size: int) -> Dict[str, D
                 **({"speedup_vs_dense": ref / v["median_ms"]} if ref else {})} for k, v in lat.items()}
 
 
-def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+def summarise(rows: List[Dict[str, Any]], cells: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     import numpy as np
     by: Dict[str, List[Dict[str, Any]]] = {}
     for r in rows:
@@ -256,7 +260,8 @@ def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     out = {}
     for name, rs in by.items():
         # kept: against the dense model trained as long (cell "ref", default "dense"), same seed
-        dense = {r["seed"]: r["final"]["map50_95"] for r in by.get(rs[0].get("ref", "dense"), [])}
+        ref = (cells or {}).get(name, {}).get("ref", rs[0].get("ref", "dense"))
+        dense = {r["seed"]: r["final"]["map50_95"] for r in by.get(ref, [])}
         fin = [r["final"]["map50_95"] for r in rs]
         ent = {"seeds": [r["seed"] for r in rs], "map50_95": float(np.mean(fin)),
                "map50_95_spread": float(np.ptp(fin)) if len(fin) > 1 else None,
@@ -370,7 +375,7 @@ def main(argv=None):
                 print(f"{n} seed {s}: final mAP@0.5:0.95 {row['final']['map50_95']:.4f} ({row['seconds']:.0f} s)",
                       flush=True)
     rows = all_rows(a["work"], cells)      # every finished cell, this run's and earlier runs'
-    summary = summarise(rows)
+    summary = summarise(rows, cells)
     if not args.no_latency:
         timed = [r for r in rows if not args.latency_cells or r["cell"] in args.latency_cells]
         lat = latency(timed, a["work"], 64 if args.quick else 640)
