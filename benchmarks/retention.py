@@ -142,7 +142,7 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
         else:   # oneshot: the dense model cut directly, fine-tuned for the whole budget
             ft_epochs = total
         # uniform masks remove less than the global share where floors bind: cut exactly the zeros
-        cut = {"ratio": None, "threshold": 1e-12} if cell.get("selection") == "uniform" else {"ratio": ratio}
+        cut = {"threshold": 1e-12} if cell.get("selection") == "uniform" else {"ratio": ratio}   # a threshold wins
         rep = prune_checkpoint(src, os.path.join(out, "prune"), **cut, img_size=int(eval_cfg["img_size"]),
                                evaluate=val_evaluator(eval_cfg), visualdl=False, plots=False, log=lambda *_: None)
         row["after_cut"] = {k: float(rep["metrics"]["after_prune"][k]) for k in ("map50_95", "map50")}
