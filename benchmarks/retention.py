@@ -178,7 +178,7 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
         else:   # oneshot: the dense model cut directly, fine-tuned for the whole budget
             ft_epochs = total
         # uniform masks remove less than the global share where floors bind: cut exactly the zeros
-        cut = {"ratio": None, "threshold": 1e-12} if cell.get("selection") == "uniform" else {"ratio": ratio}
+        cut = {"threshold": 1e-12} if cell.get("selection") == "uniform" else {"ratio": ratio}   # a threshold wins
         cut["min_channels"] = int(cell.get("min_channels", 8))
         rep = prune_checkpoint(src, os.path.join(out, "prune"), **cut, img_size=int(eval_cfg["img_size"]),
                                evaluate=val_evaluator(eval_cfg), visualdl=False, plots=False, log=lambda *_: None)

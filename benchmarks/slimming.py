@@ -98,16 +98,16 @@ def run_cell(source: str, weights: str, criterion: str, ratio: float, a, overrid
     from ppyolo_slim.engine.trainer import train
     from ppyolo_slim.model import ModelMeta, model_from_weights, save_weights
     from ppyolo_slim.slim import prune_model
+    from ppyolo_slim.slim.selection import PruneConfig
     t0 = time.time()
     os.makedirs(cell_dir, exist_ok=True)
     model, meta = model_from_weights(weights)
     model.eval()
-    pcfg = load_config(a.finetune_config, overrides)["prune"]
+    pcfg = PruneConfig.of(load_config(a.finetune_config, overrides))
     row = {"source": source, "criterion": criterion if ratio > 0 else "none", "ratio": ratio,
            "cut": cut_name(ratio), "weights_in": weights}
     if ratio > 0:
-        res = prune_model(model, meta, ratio=ratio, criterion=criterion, min_channels=int(pcfg["min_channels"]),
-                          round_to=int(pcfg["round_to"]), compensate=bool(pcfg["compensate"]))
+        res = prune_model(model, meta, pcfg, ratio=ratio, threshold=None, criterion=criterion)
         model = res.model
         row["removed_share"] = float(res.removed_share)
         pruned = os.path.join(cell_dir, "pruned.pdparams")

@@ -1,25 +1,32 @@
 """YAML configs with ``_BASE_`` inheritance and ``-o key=value`` overrides.
 
 ``DEFAULTS`` is the schema: a key it does not have is an error that names the key and
-the file (or the ``-o`` flag) it came from; so is a value of the wrong type.
+the file (or the ``-o`` flag) it came from; so is a value of the wrong type or range.
+The sections of the slimming components and of evaluation are declared next to their code
+(``settings.py``: ``PruneConfig``, ``SparsityConfig``, ...); ``DEFAULTS`` composes them with
+the keys declared here, which the trainer and the tools read as a dict.
 """
 from __future__ import annotations
 
 import copy
 import difflib
-import math
 import os
 from typing import Any, Dict, Iterable, Optional
 
 import yaml
+
+from . import settings
+from .settings import ABOVE_0, AT_LEAST_0, AT_LEAST_1, BELOW_1, SHARE, between, one_of
 
 
 class ConfigError(ValueError):
     pass
 
 
-# Sections are dicts. A section listed in FREE_FORM may hold any keys.
-DEFAULTS: Dict[str, Any] = {
+# Sections are dicts. A section listed in FREE_FORM may hold any keys. SECTION: a section
+# declared by its component (settings.SECTIONS), placed here in the saved config.yml.
+SECTION = object()
+_CORE: Dict[str, Any] = {
     "model": {
         "scale": "n",              # n/s/m/l/x, or give the multiples below
         "depth_multiple": None,
@@ -77,61 +84,21 @@ DEFAULTS: Dict[str, Any] = {
         "flipud": 0.0,
     },
     "ema": {"enabled": True, "decay": 0.9999, "tau": 2000},
-    "eval": {
-        "interval": 1,             # epochs between evaluations
-        "conf_thres": 0.001,
-        "iou_thres": 0.6,
-        "max_det": 300,
-        "batch_size": 16,
-    },
-    "sparsity": {
-        "enabled": False,
-        "method": "subgradient",   # subgradient, proximal or gradual (slim/sparsity.py)
-        "rate": 1.0e-4,            # s: subgradient s*sign(gamma); proximal: |gamma| shrinks lr_t*s a step
-        "schedule": "constant",    # constant, linear (to final_rate), cosine (to final_rate)
-        "final_rate": 1.0e-5,
-        "exclude_detect_inputs": True,   # the BNs feeding Detect keep no penalty
-        "bottleneck_rate": None,   # rate for BNs inside residual bottlenecks (None: same rate)
-        "flop_weighted": False,    # weight each BN's penalty (gradual: its ranking) by a channel's FLOPs
-        "target_ratio": None,      # gradual: share of channels held at zero at the end (None: prune.ratio)
-        "ramp": 0.6,               # gradual: share of the epochs over which that share grows (cubic)
-        "interval": 5,             # gradual: optimizer steps between re-selections
-        "selection": "global",     # gradual: global (one threshold, as the cut) or uniform (the share per layer)
-        "steps": None,             # gradual, progressive: shares held in turn, e.g. [0.5, 0.75, 0.875]
-    },
-    "distill": {
-        "enabled": False,
-        "teacher": None,           # .pdparams of the teacher (the unpruned model); frozen
-        "weight": 1.0,             # output loss weight (teacher-objectness-weighted, as DistillYOLOv3Loss)
-    },
+    "eval": SECTION,
+    "sparsity": SECTION,
+    "distill": SECTION,
     "log": {
         "visualdl": True,
         "interval": 10,            # steps between scalar logs
         "images": 4,               # val images drawn per eval
     },
-    "prune": {
-        "ratio": 0.875,            # share of prunable channels removed (0.875: 8x fewer)
-        "threshold": None,         # or an |gamma| threshold
-        "min_channels": 8,         # floor per layer, never zero
-        "round_to": 1,             # round kept counts up to a multiple (8 for tensor cores)
-        "compensate": True,        # fold removed channels' constant SiLU(beta) into consumers
-        "criterion": "bn_scale",   # bn_scale, l1_norm, fpgm
-    },
+    "prune": SECTION,
     "export": {
         "opset": 13,
         "dynamic_batch": False,
         "nms": False,
     },
-    "quant": {                     # INT8 (ppyolo_slim/slim/quant.py, tools/quant.py)
-        "qat": False,              # the trainer wraps the model in PaddleSlim's QAT (tools/quant.py --method qat)
-        "algo": "mse",             # PTQ calibration: KL, hist, avg, mse, abs_max (mse measured best: benchmarks/README.md)
-        "hist_percent": 0.9999,    # the hist algorithm's percentile
-        "calib_images": 64,        # training images for PTQ calibration
-        "calib_batch": 8,
-        "check_images": 16,        # val images of the onnxruntime vs Paddle INT8 check
-        "float_layers": [],        # convs kept float: structured names (model.2.cv1) or 'detect'
-        "moving_rate": 0.9,        # QAT activation scales: moving average rate
-    },
+    "quant": SECTION,
     "pipeline": {
         "scale": 1.0,              # multiplies epochs of every stage, for real runs
         "finetune_epochs": 10,
@@ -141,98 +108,86 @@ DEFAULTS: Dict[str, Any] = {
 }
 FREE_FORM: set = set()
 # Keys whose default is None (meaning "not set"): the type a value must have when it is set.
-OPTIONAL: Dict[str, type] = {
+_CORE_OPTIONAL: Dict[str, type] = {
     "model.depth_multiple": float, "model.width_multiple": float, "model.anchors": list,
-    "weights": str, "prune.threshold": float, "sparsity.bottleneck_rate": float,
-    "sparsity.target_ratio": float, "distill.teacher": str, "pipeline.dense_epochs": int,
-    "sparsity.steps": list,
+    "weights": str, "pipeline.dense_epochs": int,
 }
 
 # What a value must be beyond its type: (test, what it must be). Checked where the value is
 # given, so the error names the file or -o flag; a NaN or infinity is never accepted.
-def _between(lo, hi, lo_open=False, hi_open=False):
-    def ok(v):
-        return (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
-    what = f"{'>' if lo_open else '>='} {lo}" + ("" if hi is None else f" and {'<' if hi_open else '<='} {hi}")
-    return ok, what
-
-
-_AT_LEAST_0, _AT_LEAST_1, _ABOVE_0 = _between(0, None), _between(1, None), _between(0, None, lo_open=True)
-_SHARE, _BELOW_1 = _between(0, 1), _between(0, 1, hi_open=True)
 _MULTIPLE_OF_32 = (lambda v: v >= 32 and v % 32 == 0, "a multiple of 32 (the largest stride), at least 32")
 
-
-def _one_of(*names):
-    return (lambda v: v in names, "one of " + ", ".join(names))
-
-
-RANGES: Dict[str, tuple] = {
-    "model.scale": _one_of("n", "s", "m", "l", "x"),
-    "model.depth_multiple": _ABOVE_0, "model.width_multiple": _ABOVE_0,
+_CORE_RANGES: Dict[str, tuple] = {
+    "model.scale": one_of("n", "s", "m", "l", "x"),
+    "model.depth_multiple": ABOVE_0, "model.width_multiple": ABOVE_0,
     "model.anchors": (lambda v: len(v) == 3 and len({len(r) for r in v}) == 1 and len(v[0]) % 2 == 0
                       and all(x > 0 for r in v for x in r),
                       "three rows (P3, P4, P5) of the same number of w,h pairs > 0"),
-    "img_size": _MULTIPLE_OF_32, "epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1,
-    "nominal_batch_size": _AT_LEAST_1, "workers": _AT_LEAST_0, "threads": _AT_LEAST_0,
+    "img_size": _MULTIPLE_OF_32, "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1,
+    "nominal_batch_size": AT_LEAST_1, "workers": AT_LEAST_0, "threads": AT_LEAST_0,
     "device": (lambda v: v in ("auto", "cpu", "gpu") or (v.startswith("gpu:") and v[4:].isdigit()),
                "auto, cpu, gpu or gpu:N"),
-    "optimizer.type": _one_of("SGD", "Adam", "AdamW"),
-    "optimizer.lr0": _ABOVE_0, "optimizer.lrf": _between(0, 1, lo_open=True), "optimizer.momentum": _BELOW_1,
-    "optimizer.weight_decay": _AT_LEAST_0,
-    "schedule.type": _one_of("cosine", "linear"), "schedule.warmup_epochs": _AT_LEAST_0,
-    "schedule.warmup_min_iters": _AT_LEAST_0, "schedule.warmup_momentum": _SHARE,
-    "schedule.warmup_bias_lr": _AT_LEAST_0,
-    "loss.box": _AT_LEAST_0, "loss.obj": _AT_LEAST_0, "loss.cls": _AT_LEAST_0, "loss.cls_pw": _ABOVE_0,
-    "loss.obj_pw": _ABOVE_0, "loss.anchor_t": _between(1, None, lo_open=True), "loss.label_smoothing": _BELOW_1,
+    "optimizer.type": one_of("SGD", "Adam", "AdamW"),
+    "optimizer.lr0": ABOVE_0, "optimizer.lrf": between(0, 1, lo_open=True), "optimizer.momentum": BELOW_1,
+    "optimizer.weight_decay": AT_LEAST_0,
+    "schedule.type": one_of("cosine", "linear"), "schedule.warmup_epochs": AT_LEAST_0,
+    "schedule.warmup_min_iters": AT_LEAST_0, "schedule.warmup_momentum": SHARE,
+    "schedule.warmup_bias_lr": AT_LEAST_0,
+    "loss.box": AT_LEAST_0, "loss.obj": AT_LEAST_0, "loss.cls": AT_LEAST_0, "loss.cls_pw": ABOVE_0,
+    "loss.obj_pw": ABOVE_0, "loss.anchor_t": between(1, None, lo_open=True), "loss.label_smoothing": BELOW_1,
     "loss.balance": (lambda v: len(v) == 3 and all(x >= 0 for x in v), "three numbers >= 0 (P3, P4, P5)"),
-    "augment.mosaic": _SHARE, "augment.hsv_h": _SHARE, "augment.hsv_s": _SHARE, "augment.hsv_v": _SHARE,
-    "augment.degrees": _between(0, 180), "augment.translate": _BELOW_1, "augment.scale": _BELOW_1,
-    "augment.shear": _between(0, 90, hi_open=True), "augment.fliplr": _SHARE, "augment.flipud": _SHARE,
-    "ema.decay": _between(0, 1, lo_open=True, hi_open=True), "ema.tau": _ABOVE_0,
-    "eval.interval": _AT_LEAST_1, "eval.conf_thres": _SHARE, "eval.iou_thres": _SHARE,
-    "eval.max_det": _AT_LEAST_1, "eval.batch_size": _AT_LEAST_1,
-    "sparsity.rate": _AT_LEAST_0, "sparsity.schedule": _one_of("constant", "linear", "cosine"),
-    "sparsity.final_rate": _AT_LEAST_0, "sparsity.bottleneck_rate": _AT_LEAST_0,
-    "sparsity.method": _one_of("subgradient", "proximal", "gradual"), "sparsity.target_ratio": _BELOW_1,
-    "sparsity.ramp": _SHARE, "sparsity.interval": _AT_LEAST_1,
-    "sparsity.selection": _one_of("global", "uniform"),
-    "sparsity.steps": (lambda v: len(v) > 0 and all(0 <= x < 1 for x in v), "shares in [0, 1)"),
-    "distill.weight": _AT_LEAST_0, "distill.teacher": (lambda v: bool(v.strip()), "a path to a .pdparams file"),
-    "log.interval": _AT_LEAST_1, "log.images": _AT_LEAST_0,
-    "prune.ratio": _BELOW_1, "prune.threshold": _AT_LEAST_0, "prune.min_channels": _AT_LEAST_1,
-    "prune.round_to": _AT_LEAST_1, "prune.criterion": _one_of("bn_scale", "bn_scale_per_flop", "l1_norm", "fpgm"),
-    "export.opset": _between(7, None),
-    "pipeline.scale": _ABOVE_0, "pipeline.finetune_epochs": _AT_LEAST_1,
-    "pipeline.dense_epochs": _AT_LEAST_0,
-    "quant.algo": _one_of("KL", "hist", "avg", "mse", "abs_max"), "quant.hist_percent": _between(0, 1, lo_open=True),
-    "quant.calib_images": _AT_LEAST_1, "quant.calib_batch": _AT_LEAST_1, "quant.check_images": _AT_LEAST_1,
-    "quant.float_layers": (lambda v: all(isinstance(x, str) and x for x in v), "a list of layer names"),
-    "quant.moving_rate": _between(0, 1, lo_open=True, hi_open=True),
-    "pipeline.quant": _one_of("none", "ptq", "qat"),
+    "augment.mosaic": SHARE, "augment.hsv_h": SHARE, "augment.hsv_s": SHARE, "augment.hsv_v": SHARE,
+    "augment.degrees": between(0, 180), "augment.translate": BELOW_1, "augment.scale": BELOW_1,
+    "augment.shear": between(0, 90, hi_open=True), "augment.fliplr": SHARE, "augment.flipud": SHARE,
+    "ema.decay": between(0, 1, lo_open=True, hi_open=True), "ema.tau": ABOVE_0,
+    "log.interval": AT_LEAST_1, "log.images": AT_LEAST_0,
+    "export.opset": between(7, None),
+    "pipeline.scale": ABOVE_0, "pipeline.finetune_epochs": AT_LEAST_1,
+    "pipeline.dense_epochs": AT_LEAST_0,
+    "pipeline.quant": one_of("none", "ptq", "qat"),
 }
+# the anchors are rows of numbers, not numbers
+_ANCHOR_ROWS = (lambda v: all(isinstance(r, list) and r and all(isinstance(x, (int, float))
+                                                                  and not isinstance(x, bool) for x in r) for r in v),
+                "a list of rows of numbers (w,h pairs in pixels)")
+
+# composed from the above and the registered sections (_compose); the same objects stay
+# in place, so ``from config import DEFAULTS`` sees a section registered later too
+DEFAULTS: Dict[str, Any] = {}
+OPTIONAL: Dict[str, type] = {}
+RANGES: Dict[str, tuple] = {}
+_composed_from: tuple = ()
 
 
-def _finite(v: Any) -> bool:
-    if isinstance(v, float):
-        return math.isfinite(v)
-    return not isinstance(v, list) or all(_finite(x) for x in v)
+def _compose() -> None:
+    """DEFAULTS, OPTIONAL and RANGES from the keys above and the registered sections (again
+    whenever the registry changed); a section no key above places comes last."""
+    global _composed_from
+    sections = settings.load_sections()
+    if tuple(sections.items()) == _composed_from:
+        return
+    placed = {k: (None if v is SECTION else v) for k, v in _CORE.items()}
+    missing = [k for k, v in _CORE.items() if v is SECTION and k not in sections]
+    if missing:
+        raise RuntimeError(f"config sections {missing} are registered by no module of settings.HOMES")
+    defaults, optional, ranges = {}, dict(_CORE_OPTIONAL), dict(_CORE_RANGES)
+    for k in list(placed) + [n for n in sections if n not in placed]:
+        if k in sections:
+            defaults[k] = sections[k].defaults()
+            for key, (check, kind) in sections[k].rules().items():
+                if kind is not None:
+                    optional[f"{k}.{key}"] = kind
+                if check is not None:
+                    ranges[f"{k}.{key}"] = check
+        else:
+            defaults[k] = copy.deepcopy(placed[k])
+    for target, new in ((DEFAULTS, defaults), (OPTIONAL, optional), (RANGES, ranges)):
+        target.clear()
+        target.update(new)
+    _composed_from = tuple(sections.items())
 
 
-def _type_ok(v: Any, want: type) -> bool:
-    if isinstance(v, bool):
-        return want is bool
-    if want is float:
-        return isinstance(v, (int, float))
-    return isinstance(v, want)
-
-
-def _items_ok(v: list, default: Any, path: str) -> bool:
-    """Lists: numbers where the default holds numbers; anchors: rows of numbers."""
-    if path == "model.anchors":
-        return all(isinstance(r, list) and r and all(_type_ok(x, float) for x in r) for r in v)
-    if isinstance(default, list) and default and all(_type_ok(x, float) for x in default):
-        return all(_type_ok(x, float) for x in v)
-    return True
+_compose()
 
 
 def _dotted_keys(schema: Dict[str, Any], prefix: str = "") -> Dict[str, str]:
@@ -273,22 +228,10 @@ def _check(cfg: Dict[str, Any], schema: Dict[str, Any], source: str, prefix: str
                 raise ConfigError(f"{source}: '{path}' must be a mapping of keys, got {v!r}")
             _check(v, d, source, path + ".")
         else:
-            want = type(d) if d is not None else OPTIONAL.get(path)
-            if want is None or (v is None and d is None):
-                continue
-            if v is None:
-                raise ConfigError(f"{source}: '{path}' must be {want.__name__}, got null")
-            if not _type_ok(v, want) or (want is list and not _items_ok(v, d, path)):
-                what = "a list of numbers" if want is list else want.__name__
-                if path == "model.anchors":
-                    what = "a list of rows of numbers (w,h pairs in pixels)"
-                raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
-            if not _finite(v):
-                what = "finite numbers" if isinstance(v, list) else "a finite number"
-                raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
-            ok, what = RANGES.get(path, (None, None))
-            if ok is not None and not ok(v):
-                raise ConfigError(f"{source}: '{path}' must be {what}, got {v!r}")
+            problem = settings.value_problem(path, v, d, OPTIONAL.get(path), RANGES.get(path),
+                                             _ANCHOR_ROWS if path == "model.anchors" else None)
+            if problem:
+                raise ConfigError(f"{source}: {problem}")
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
@@ -358,6 +301,13 @@ def _load_file(path: str, seen: tuple = ()) -> Dict[str, Any]:
     return _merge(merged, d)
 
 
+def override(key: str, value: Any) -> str:
+    """``key=value`` for ``-o``, the value written as YAML so it reads back as given (a tool's
+    flag ``--threshold 1e-5`` is the float 1e-05, a path ``123`` the string '123')."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip()
+    return f"{key}={text[:-3].strip() if text.endswith('...') else text}"
+
+
 def parse_override(item: str) -> Dict[str, Any]:
     """'optimizer.lr0=0.001' -> {'optimizer': {'lr0': 0.001}} (value parsed as YAML)."""
     if "=" not in item:
@@ -398,13 +348,27 @@ class Config(dict):
 
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Config:
     """DEFAULTS <- path (with its _BASE_ chain) <- each ``-o key=value``."""
+    _compose()
+    overrides = list(overrides or ())
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         path = resolve_config_path(path)
         cfg = _merge(cfg, _load_file(path))
     c = Config(_resolve_shipped(_apply_overrides(cfg, overrides)))
     c["_source"] = os.path.abspath(path) if path else None
-    return c
+    return _check_sections(c, " ".join(([path] if path else []) + [f"-o {o}" for o in overrides])
+                           or "defaults")
+
+
+def _check_sections(cfg: Config, source: str) -> Config:
+    """Each registered section, as composed, checks its rules across keys (every value was
+    checked where it was given)."""
+    for cls in settings.SECTIONS.values():
+        try:
+            cls.of(cfg)
+        except settings.SettingError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return cfg
 
 
 def _resolve_shipped(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -439,8 +403,10 @@ def dump_config(cfg: Dict[str, Any], path: str) -> None:
 
 def config_from_dict(d: Dict[str, Any], source: str, overrides: Iterable[str] = ()) -> Config:
     """A config saved with a run (a plain dict), checked like a file, then ``-o`` overrides."""
+    _compose()
+    overrides = list(overrides or ())
     d = _without_retired({k: v for k, v in d.items() if not k.startswith("_")})
     _check(d, DEFAULTS, source)
     c = Config(_resolve_shipped(_apply_overrides(_merge(copy.deepcopy(DEFAULTS), d), overrides)))
     c["_source"] = source
-    return c
+    return _check_sections(c, " ".join([source] + [f"-o {o}" for o in overrides]))

@@ -136,14 +136,11 @@ class Pipeline:
                                       f"weights={self.state['done']['dense']['weights']}"])
 
     def stage_prune(self):
+        from .slim.selection import PruneConfig
         from .slim.workflow import prune_checkpoint, val_evaluator
         cfg = _stage_config(self.configs["prune"], self.overrides, self.path("prune"), [])
-        p = cfg["prune"]
         rep = prune_checkpoint(self.state["done"]["sparse"]["weights"], self.path("prune"),
-                               ratio=None if p["threshold"] is not None else p["ratio"],
-                               threshold=p["threshold"], min_channels=int(p["min_channels"]),
-                               round_to=int(p["round_to"]), compensate=bool(p["compensate"]),
-                               criterion=p["criterion"], img_size=int(cfg["img_size"]),
+                               PruneConfig.of(cfg), img_size=int(cfg["img_size"]),
                                evaluate=val_evaluator(cfg), log=self.log)
         return {"weights": rep["paths"]["weights"], "report": rep["paths"]["report"]}
 
@@ -217,7 +214,7 @@ class Pipeline:
         method = base["pipeline"]["quant"]
         if method == "none":
             return {"skipped": True}
-        from .engine.evaluate import evaluate_model
+        from .engine.evaluate import EvalConfig, evaluate_model
         from .export.runtime import OnnxPredictor
         from .summary import format_report, ort_latency
         from .utils.io import write_json
@@ -241,10 +238,9 @@ class Pipeline:
             result = json.load(f)
         size, onnx_path = int(result["img_size"]), os.path.join(out, ONNX_INT8)
         spec = load_data(base["data"], verbose=False)
-        ev = base["eval"]
+        ev = EvalConfig.of(base)
         metrics, _ = evaluate_model(OnnxPredictor(onnx_path, device="cpu"), spec.val, spec.names, size,
-                                    int(ev["batch_size"]), float(ev["conf_thres"]), float(ev["iou_thres"]),
-                                    int(ev["max_det"]))
+                                    ev.batch_size, ev.conf_thres, ev.iou_thres, ev.max_det)
         lat = ort_latency({"sparse": self.state["done"]["export"]["sparse"]["onnx"], "int8": onnx_path}, size)
         ft = result["models"]["finetuned"]
         row = {k: ft[k] for k in ("params", "gflops", "gflops_640", "flops_ratio_vs_sparse")}

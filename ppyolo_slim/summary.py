@@ -93,7 +93,7 @@ def summarize(weights: Mapping[str, str], onnx: Mapping[str, str], cfg, out_dir:
     finished stages (their results), for the deploy verdict, the prune share and stage times."""
     from . import load_model
     from .data import load_data
-    from .engine.evaluate import evaluate_model
+    from .engine.evaluate import EvalConfig, evaluate_model
     from .engine.predict import DygraphPredictor
     from .model.flops import gflops
     from .model.yolo import count_parameters
@@ -101,13 +101,12 @@ def summarize(weights: Mapping[str, str], onnx: Mapping[str, str], cfg, out_dir:
     stages = dict(stages or {})
     size = int(cfg["img_size"])
     spec = load_data(cfg["data"])
-    ev = cfg["eval"]
+    ev = EvalConfig.of(cfg)
     rows: Dict[str, Dict[str, Any]] = {}
     for name, w in weights.items():
         model = load_model(w)
         metrics, _ = evaluate_model(DygraphPredictor(model), spec.val, spec.names, size,
-                                    int(ev["batch_size"]), float(ev["conf_thres"]), float(ev["iou_thres"]),
-                                    int(ev["max_det"]))
+                                    ev.batch_size, ev.conf_thres, ev.iou_thres, ev.max_det)
         rows[name] = {"weights": w, "params": count_parameters(model), "gflops": gflops(model, size),
                       "gflops_640": gflops(model, 640), "map50_95": metrics["map50_95"],
                       "map50": metrics["map50"], "pdparams_mb": os.path.getsize(w) / 2**20,

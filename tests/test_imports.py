@@ -25,6 +25,11 @@ LAYERS = {
     "ppyolo_slim.model": _LOW,
     "ppyolo_slim.model.pt_reader": ("torch", "paddle"),   # reads .pt files where neither is installed
     "ppyolo_slim.data": ("ppyolo_slim.model",) + _LOW,
+    # sections are registered by their components (settings.HOMES, loaded by name), so
+    # config.py, which engine/ uses, reaches no component's code and no paddle
+    "ppyolo_slim.settings": ("paddle", "ppyolo_slim.utils", "ppyolo_slim.model", "ppyolo_slim.data",
+                             "ppyolo_slim.config") + _LOW,
+    "ppyolo_slim.config": ("paddle", "ppyolo_slim.model", "ppyolo_slim.data") + _LOW,
     # the trainer is open through callbacks: sparsity and distillation register themselves
     "ppyolo_slim.engine": ("ppyolo_slim.slim", "ppyolo_slim.export", "ppyolo_slim.pipeline",
                            "ppyolo_slim.summary", "tools"),

@@ -88,27 +88,26 @@ def report_name(data_arg, data_source, own_data) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ppyolo_slim.config import ConfigError, load_config
-    from ppyolo_slim.engine.evaluate import evaluate_on_data, format_table
+    from ppyolo_slim.config import ConfigError, load_config, override
+    from ppyolo_slim.engine.evaluate import EvalConfig, evaluate_on_data, format_table
     from ppyolo_slim.engine.predict import PredictorUnavailable, check_img_size, predictor_from_args
     from ppyolo_slim.model import CheckpointError, WeightShapeError
     from ppyolo_slim.utils.io import write_json
 
-    try:
-        cfg = load_config(args.config, args.opt)
+    flags = {"eval.batch_size": args.batch_size, "eval.conf_thres": args.conf_thres,
+             "eval.iou_thres": args.iou_thres, "eval.max_det": args.max_det}
+    try:   # the flags as overrides, after any -o: a flag wins
+        cfg = load_config(args.config, list(args.opt) + [override(k, v) for k, v in flags.items() if v is not None])
         predictor = predictor_from_args(args)
         size = args.img_size or (cfg.img_size if args.config or any(o.startswith("img_size=") for o in args.opt)
                                  else (predictor.img_size or cfg.img_size))
         img_size, warning = check_img_size(size, predictor)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
-        ev = cfg.eval
+        ev = EvalConfig.of(cfg)
         report = evaluate_on_data(
-            predictor, args.data or default_data(args, cfg, predictor), img_size,
-            batch_size=args.batch_size or ev.batch_size,
-            conf_thres=ev.conf_thres if args.conf_thres is None else args.conf_thres,
-            iou_thres=ev.iou_thres if args.iou_thres is None else args.iou_thres,
-            max_det=args.max_det or ev.max_det, progress=sys.stderr.isatty())
+            predictor, args.data or default_data(args, cfg, predictor), img_size, batch_size=ev.batch_size,
+            conf_thres=ev.conf_thres, iou_thres=ev.iou_thres, max_det=ev.max_det, progress=sys.stderr.isatty())
     except (ConfigError, CheckpointError, WeightShapeError, PredictorUnavailable,
             FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -49,6 +49,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def flag_overrides(args) -> list:
+    """The flags as config overrides, after any -o: a flag wins. --ratio asks for a share, so
+    it clears a threshold the config may hold (a threshold wins over a ratio)."""
+    from ppyolo_slim.config import override
+    flags = {"weights": args.weights, "output_dir": args.output, "prune.ratio": args.ratio,
+             "prune.threshold": args.threshold, "prune.min_channels": args.min_channels,
+             "prune.round_to": args.round_to, "prune.compensate": False if args.no_compensate else None}
+    over = [override(k, v) for k, v in flags.items() if v is not None]
+    return over + ([override("prune.threshold", None)] if args.ratio is not None else [])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from ppyolo_slim import cli
@@ -59,15 +70,18 @@ def main(argv=None) -> int:
     from ppyolo_slim.model.weights import check_weights_file
     from ppyolo_slim.slim.compensate import CompensationError
     from ppyolo_slim.slim.pruner import PruneCoverageError, PruneError
+    from ppyolo_slim.slim.selection import PruneConfig
     from ppyolo_slim.slim.workflow import prune_checkpoint, val_evaluator
 
+    if args.ratio is not None and args.threshold is not None:
+        print("error: give --ratio or --threshold, not both", file=sys.stderr)
+        return cli.USAGE
     try:
-        cfg = load_config(args.config or DEFAULT_CONFIG, args.opt)   # relative: also from the repo root
+        cfg = load_config(args.config or DEFAULT_CONFIG, list(args.opt) + flag_overrides(args))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.USAGE
-    pc = cfg["prune"]
-    weights = args.weights or cfg["weights"]
+    weights = cfg["weights"]
     if not weights:
         print("error: no weights to prune: give --weights or set 'weights' in the config", file=sys.stderr)
         return cli.USAGE
@@ -83,13 +97,6 @@ def main(argv=None) -> int:
     except (CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.USAGE
-    threshold = args.threshold if args.threshold is not None else pc["threshold"]
-    ratio = args.ratio if args.ratio is not None else pc["ratio"]
-    if args.ratio is not None and args.threshold is not None:
-        print("error: give --ratio or --threshold, not both", file=sys.stderr)
-        return cli.USAGE
-    if args.ratio is not None:
-        threshold = None
     try:
         evaluate = val_evaluator(cfg, args.eval_images) if args.eval else None
         sens_eval = None
@@ -100,12 +107,8 @@ def main(argv=None) -> int:
                 v = ev(model)["map50_95"]
                 return 0.0 if v is None else float(v)    # None: nothing detected at all
         prune_checkpoint(
-            weights, args.output or cfg["output_dir"], ratio=ratio, threshold=threshold,
-            min_channels=args.min_channels if args.min_channels is not None else pc["min_channels"],
-            round_to=args.round_to if args.round_to is not None else pc["round_to"],
-            compensate=pc["compensate"] and not args.no_compensate, criterion=pc["criterion"],
-            img_size=cfg["img_size"], evaluate=evaluate, sensitivity_eval=sens_eval,
-            sensitivity_layers=args.sensitivity_layers)
+            weights, cfg["output_dir"], PruneConfig.of(cfg), img_size=cfg["img_size"], evaluate=evaluate,
+            sensitivity_eval=sens_eval, sensitivity_layers=args.sensitivity_layers)
     except (CheckpointError, WeightShapeError, FileNotFoundError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.USAGE

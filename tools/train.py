@@ -28,9 +28,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from ppyolo_slim import cli
-    from ppyolo_slim.config import ConfigError
+    from ppyolo_slim.config import ConfigError, override
     from ppyolo_slim.engine.run import check_train_inputs, refuse_to_overwrite_a_run, train_config, train_main
-    overrides = list(args.opt) + ([f"weights={args.weights}"] if args.weights else [])
+    overrides = list(args.opt) + ([override("weights", args.weights)] if args.weights else [])
     try:
         cfg = train_config(args.config, overrides, args.resume)
         check_train_inputs(cfg, args.resume)       # before the data scan, which can take minutes

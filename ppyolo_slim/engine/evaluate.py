@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..settings import AT_LEAST_1, SHARE, Section, section, setting
 from .postprocess import non_max_suppression, scale_boxes
 from .predict import run_predictor
 
@@ -23,6 +24,15 @@ COCO_STAT_NAMES = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
 
 class EvaluationError(ValueError):
     """Inputs the evaluator cannot score; the message says which and why."""
+
+
+@section("eval")
+class EvalConfig(Section):
+    interval: int = setting(1, AT_LEAST_1)         # epochs between evaluations while training
+    conf_thres: float = setting(0.001, SHARE)
+    iou_thres: float = setting(0.6, SHARE)         # NMS
+    max_det: int = setting(300, AT_LEAST_1)        # detections kept per image
+    batch_size: int = setting(16, AT_LEAST_1)
 
 
 def _quiet():

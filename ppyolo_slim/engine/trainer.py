@@ -24,6 +24,7 @@ from ..utils.runtime import seed_everything, select_device, set_cpu_threads
 from .callbacks import CallbackList, model_hooks, registered_callbacks
 from .checkpoint import load_checkpoint, save_checkpoint, writing
 from .ema import ModelEMA
+from .evaluate import EvalConfig
 from .logger import make_logger
 from .optim import Optimizer
 
@@ -350,20 +351,19 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
-        interval = int(self.cfg["eval"]["interval"])
-        if (epoch + 1) % max(interval, 1) == 0 or epoch + 1 == self.epochs:
+        interval = EvalConfig.of(self.cfg).interval
+        if (epoch + 1) % interval == 0 or epoch + 1 == self.epochs:
             out.update(self.evaluate(epoch))
         return out
 
     def evaluate(self, epoch: int) -> Dict[str, Any]:
         from .evaluate import evaluate_model
         from .predict import DygraphPredictor
-        ecfg = self.cfg["eval"]
+        ev = EvalConfig.of(self.cfg)
         model = self.eval_model()
         metrics, dets = evaluate_model(DygraphPredictor(model, self.names), self.data.val, self.names,
-                                       int(self.cfg["img_size"]), int(ecfg["batch_size"]),
-                                       float(ecfg["conf_thres"]), float(ecfg["iou_thres"]),
-                                       int(ecfg["max_det"]))
+                                       int(self.cfg["img_size"]), ev.batch_size, ev.conf_thres,
+                                       ev.iou_thres, ev.max_det)
         self.logger.scalars({"val/mAP50": metrics["map50"], "val/mAP50-95": metrics["map50_95"]}, epoch)
         self._log_images(dets, epoch)
         if self.rank == 0 and self.progress:

@@ -1,7 +1,7 @@
 """Network slimming: L1 sparsity on BN scales (training), then channel pruning with PaddleSlim.
 
-``sparsity`` is imported eagerly (the trainer needs it and it does not touch PaddleSlim);
-the pruning side loads PaddleSlim on first use.
+Names load on first use (the pruning side loads PaddleSlim then): composing a config
+imports this package's section modules (``selection``, ``*_config``) without paddle.
 
 Where PaddleSlim 2.6 is extended, and why (each through its own hook, none bypassed):
 
@@ -26,9 +26,8 @@ the model's state dict (we keep only the model's own keys and rebuild from the s
 a temporary file), mutates its ``skip_vars=[]`` default (we pass a list) and returns a
 cached ``Status`` object on a second call (we reset it).
 """
-from .sparsity import SparsityL1, gamma_stats, prunable_bns
-
 _LAZY = {
+    "SparsityL1": "sparsity", "gamma_stats": "sparsity", "prunable_bns": "sparsity",
     "ChannelPruner": "pruner", "prune_model": "pruner", "PruneCoverageError": "pruner",
     "PruneError": "pruner", "PruneResult": "pruner", "undo_pruning": "pruner",
     "fold_removed_channels": "compensate", "CompensationError": "compensate",
@@ -44,4 +43,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["SparsityL1", "gamma_stats", "prunable_bns", *_LAZY]
+__all__ = list(_LAZY)

@@ -20,6 +20,7 @@ import paddle
 import paddle.nn.functional as F
 
 from ..engine.callbacks import Callback, register_callback
+from .distill_config import DistillConfig
 
 
 def _binary_kl(s_logit: paddle.Tensor, t_prob: paddle.Tensor) -> paddle.Tensor:
@@ -66,16 +67,16 @@ class OutputDistill(Callback):
     @classmethod
     def from_config(cls, trainer) -> "OutputDistill":
         from ..model import model_from_weights
-        d = trainer.cfg["distill"]
-        if not d["teacher"]:
+        d = DistillConfig.of(trainer.cfg)
+        if not d.teacher:
             raise ValueError("distill.enabled is true but distill.teacher names no weights file "
                              "(give the unpruned model: -o distill.teacher=output/sparse/best.pdparams)")
-        teacher, meta = model_from_weights(d["teacher"])
+        teacher, meta = model_from_weights(d.teacher)
         if int(meta.nc) != trainer.nc:
-            raise ValueError(f"distill.teacher {d['teacher']}: a {meta.nc}-class model, but the data "
+            raise ValueError(f"distill.teacher {d.teacher}: a {meta.nc}-class model, but the data "
                              f"has {trainer.nc} classes; give the unpruned model trained on this data "
                              f"(-o distill.teacher=PATH) or -o distill.enabled=false")
-        return cls(teacher, d["weight"], trainer.cfg["loss"]["balance"])
+        return cls(teacher, d.weight, trainer.cfg["loss"]["balance"])
 
     def teacher_maps(self, imgs) -> List[paddle.Tensor]:
         with paddle.no_grad():

@@ -36,7 +36,8 @@ import paddle.nn as nn
 from . import selection, workers  # noqa: F401  workers registers the silu and concat workers
 from ._compat import import_paddleslim
 from .importance import IMPORTANCE, importance
-from .selection import Policy, SelectionError
+from .selection import Policy, PruneConfig, SelectionError
+from ..settings import SettingError
 from ..utils.layers import state_names, unwrap
 
 import_paddleslim()
@@ -350,57 +351,63 @@ def _numpy_state(model: nn.Layer, keys) -> Dict[str, np.ndarray]:
     return {k: sd[k].numpy() for k in keys}
 
 
-def prune_model(model: nn.Layer, meta, *, ratio: Optional[float] = 0.875,
-                threshold: Optional[float] = None, min_channels: int = 8, round_to: int = 1,
-                compensate: bool = True, trace_size: int = 64, criterion: str = "bn_scale",
-                build: Optional[Callable] = None,
-                pruner: Optional["ChannelPruner"] = None) -> PruneResult:
+def prune_settings(settings: Optional[PruneConfig] = None, **changes) -> PruneConfig:
+    """``settings`` (default: the ``prune:`` section's defaults) with ``changes`` (its fields:
+    ratio, threshold, min_channels, ...), checked; bad ones are a ``PruneError``."""
+    try:
+        return dataclasses.replace(settings or PruneConfig(), **changes)
+    except SettingError as e:
+        raise PruneError(str(e)) from None
+
+
+def prune_model(model: nn.Layer, meta, settings: Optional[PruneConfig] = None, *, trace_size: int = 64,
+                build: Optional[Callable] = None, pruner: Optional["ChannelPruner"] = None,
+                **changes) -> PruneResult:
     """Prune ``model`` (modified in place; use the returned ``result.model``).
 
-    ``threshold`` (an |gamma|) wins over ``ratio`` (share of prunable channels removed,
-    counted after the ``min_channels`` floors and ``round_to``: see ``threshold_for_share``).
-    ``meta`` (ModelMeta) is needed to rebuild the narrower model from the pruned shapes.
-    ``criterion`` other than bn_scale removes ``ratio`` of every layer (their scores do
-    not compare across layers, so a global threshold would not mean anything).
+    ``settings`` (a ``PruneConfig``, e.g. ``PruneConfig.of(cfg)``) with ``changes`` to its
+    fields (``ratio=0.5, min_channels=4``): a threshold wins over the ratio (a share of
+    prunable channels removed, counted after the ``min_channels`` floors and ``round_to``:
+    see ``threshold_for_share``). ``meta`` (ModelMeta) is needed to rebuild the narrower
+    model from the pruned shapes. A criterion other than bn_scale(_per_flop) removes
+    ``ratio`` of every layer (their scores do not compare across layers, so a global
+    threshold would not mean anything).
     ``pruner``: a ``ChannelPruner`` already built on this model (the graph analysis takes
     seconds); ``undo_pruning(model)`` puts the model back afterwards if it is to be reused.
     """
     from ..model import build_model
     from .compensate import fold_removed_channels
 
+    cut = prune_settings(settings, **changes)
     build = build or build_model
-    by_ratio = threshold is None
     net = unwrap(model)
     net.eval()
     keys = list(net.state_dict().keys())
     before = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     if pruner is None:
-        pruner = ChannelPruner(net, trace_size=trace_size, criterion=criterion)
+        pruner = ChannelPruner(net, trace_size=trace_size, criterion=cut.criterion)
     elif pruner.net is not net:
         raise PruneError("the pruner given was built on another model")
     else:
-        if criterion not in pruner.CRITERIA:
-            raise PruneError(f"prune criterion must be one of {pruner.CRITERIA}, got {criterion!r}")
-        pruner.criterion = criterion
-    if threshold is None and ratio is None:
-        raise PruneError("give a prune ratio or a threshold")
+        pruner.criterion = cut.criterion
     scores = pruner.all_scores()[0]
-    comparable = importance(criterion).comparable
-    if threshold is not None and not comparable:
+    comparable = importance(cut.criterion).comparable
+    if cut.threshold is not None and not comparable:
         raise PruneError(f"a threshold is a score value of a criterion that compares across layers "
-                         f"(bn_scale, bn_scale_per_flop), not {criterion}; give a ratio instead")
-    policy = pruner._policy(mode="global" if comparable else "uniform",
-                            ratio=None if threshold is not None else ratio, threshold=threshold,
-                            min_channels=min_channels, round_to=round_to)
+                         f"(bn_scale, bn_scale_per_flop), not {cut.criterion}; give a ratio instead")
+    try:
+        policy = cut.policy("global" if comparable else "uniform")
+    except SelectionError as e:
+        raise PruneError(str(e)) from None
     threshold = pruner.apply_policy(policy)
-    if by_ratio and comparable:
+    if cut.requested_ratio is not None and comparable:
         reached = PruneResult.share_of(pruner.groups)
-        if reached < ratio - 1e-9:
+        if reached < cut.ratio - 1e-9:
             _logger.warning("prune ratio %.3f is out of reach with min_channels=%d, "
                             "round_to=%d: every layer is cut to its floor, removing %.3f",
-                            ratio, min_channels, round_to, reached)
+                            cut.ratio, cut.min_channels, cut.round_to, reached)
     plan = pruner.make_plan()
-    comp = fold_removed_channels(net, plan, enabled=compensate, img_size=trace_size)
+    comp = fold_removed_channels(net, plan, enabled=cut.compensate, img_size=trace_size)
     with quiet_paddleslim():
         plan.apply(net, lazy=False)
     state = _numpy_state(net, keys)
@@ -415,7 +422,7 @@ def prune_model(model: nn.Layer, meta, *, ratio: Optional[float] = 0.875,
     pruned.eval()
     check_forward(pruned, trace_size)
     return PruneResult(pruned, state, None if threshold is None else float(threshold),
-                       ratio if by_ratio else None,
+                       cut.requested_ratio,
                        [dataclasses.replace(g) for g in pruner.groups],   # the pruner may be reused
                        scores, comp, before, after)
 

@@ -10,7 +10,7 @@ layer in every share. Policies, as in Torch-Pruning's ranking kept apart from im
   across layers: l1_norm, fpgm).
 
 Every group keeps at least ``min_channels`` (its best ones), and kept counts round up to a
-multiple of ``round_to``.
+multiple of ``round_to``. ``PruneConfig`` is the ``prune:`` config section these come from.
 """
 from __future__ import annotations
 
@@ -19,17 +19,43 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..settings import AT_LEAST_0, AT_LEAST_1, BELOW_1, Section, section, setting
+from .importance import IMPORTANCE
+
 
 class SelectionError(ValueError):
     pass
 
 
+@section("prune")
+class PruneConfig(Section):
+    ratio: float = setting(0.875, BELOW_1)          # share of prunable channels removed (0.875: 8x fewer)
+    threshold: Optional[float] = setting(None, AT_LEAST_0, float)   # or a score threshold: wins over ratio
+    min_channels: int = setting(8, AT_LEAST_1)      # floor per layer, never zero
+    round_to: int = setting(1, AT_LEAST_1)          # round kept counts up to a multiple (8 for tensor cores)
+    compensate: bool = setting(True)                # fold removed channels' constant SiLU(beta) into consumers
+    # an importance function (importance.py); criteria registered later count too
+    criterion: str = setting("bn_scale", (lambda v: v in IMPORTANCE, lambda: "one of " + ", ".join(IMPORTANCE)))
+
+    @property
+    def requested_ratio(self) -> Optional[float]:
+        """The share asked for, or None when a threshold is given: the one place where a
+        threshold wins over the ratio."""
+        return self.ratio if self.threshold is None else None
+
+    def policy(self, mode: str = "global") -> "Policy":
+        return Policy(mode=mode, ratio=self.requested_ratio, threshold=self.threshold,
+                      min_channels=self.min_channels, round_to=self.round_to)
+
+
 @dataclass(frozen=True)
 class Policy:
+    """How to select; the defaults are neutral (no floor, no rounding): the configured values
+    come from ``PruneConfig.policy``."""
     mode: str = "global"              # global or uniform
-    ratio: Optional[float] = 0.875    # share of prunable channels removed
-    threshold: Optional[float] = None  # global mode: a score threshold (wins over ratio)
-    min_channels: int = 8
+    ratio: Optional[float] = None     # share of prunable channels removed
+    threshold: Optional[float] = None  # global mode: a score threshold (used when given)
+    min_channels: int = 1
     round_to: int = 1
 
     def __post_init__(self):

@@ -27,18 +27,16 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ..config import DEFAULTS
 from ..engine.callbacks import Callback, register_callback
 from ..utils.layers import unwrap
-
-SCHEDULES = ("constant", "linear", "cosine")
-METHODS = ("subgradient", "proximal", "gradual")
+from .selection import PruneConfig
+from .sparsity_config import SCHEDULES, SparsityConfig
 
 # the conv whose BN produces a block's output, by block type
 _OUTPUT_CONV = {"Conv": "", "C3": "cv3", "SPPF": "cv2"}
@@ -87,24 +85,6 @@ def prunable_bns(model: nn.Layer, exclude_detect_inputs: bool = True) -> List[Tu
             if isinstance(l, nn.BatchNorm2D) and n not in skip]
 
 
-def _check_cfg(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    out = dict(DEFAULTS["sparsity"])
-    for k, v in (cfg or {}).items():
-        if k not in out:
-            raise ValueError(f"sparsity: unknown key '{k}'; known keys: {', '.join(sorted(out))}")
-        out[k] = v
-    if out["method"] not in METHODS:
-        raise ValueError(f"sparsity.method: expected one of {METHODS}, got {out['method']!r}")
-    if out["schedule"] not in SCHEDULES:
-        raise ValueError(f"sparsity.schedule: expected one of {SCHEDULES}, got {out['schedule']!r}")
-    for k in ("rate", "final_rate", "bottleneck_rate"):
-        v = out[k]
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)
-                              or v < 0 or not math.isfinite(v)):
-            raise ValueError(f"sparsity.{k}: expected a finite number >= 0, got {v!r}")
-    return out
-
-
 def schedule_factor(schedule: str, start: float, end: float, epoch: float, epochs: float) -> float:
     """The rate at ``epoch`` (float, 0..epochs) going from ``start`` to ``end``."""
     if schedule == "constant" or epochs <= 0:
@@ -129,16 +109,17 @@ class SparsityL1:
     factor per penalised BN name (FLOP weighting); missing names weigh 1.
     """
 
-    def __init__(self, model: nn.Layer, sparsity_cfg: Optional[Mapping[str, Any]] = None,
+    def __init__(self, model: nn.Layer, sparsity_cfg: Union[SparsityConfig, Mapping[str, Any], None] = None,
                  epochs: float = 1, weights: Optional[Mapping[str, float]] = None):
-        self.cfg = _check_cfg(sparsity_cfg)
-        self.enabled = bool(self.cfg["enabled"])
-        self.method = self.cfg["method"]
+        self.cfg = sparsity_cfg if isinstance(sparsity_cfg, SparsityConfig) else \
+            SparsityConfig.from_dict(sparsity_cfg)
+        self.enabled = bool(self.cfg.enabled)
+        self.method = self.cfg.method
         self.epochs = float(epochs)
-        self.bns = prunable_bns(model, self.cfg["exclude_detect_inputs"])
+        self.bns = prunable_bns(model, self.cfg.exclude_detect_inputs)
         if self.enabled and not self.bns:
             raise ValueError("sparsity is enabled but the model has no BatchNorm2D to penalise")
-        inner = bottleneck_bns(model) if self.cfg["bottleneck_rate"] is not None else set()
+        inner = bottleneck_bns(model) if self.cfg.bottleneck_rate is not None else set()
         self.in_bottleneck = [n in inner for n, _ in self.bns]
         self.set_weights(weights or {})
 
@@ -148,12 +129,12 @@ class SparsityL1:
     def rates(self, epoch: float) -> Tuple[float, float]:
         """(rate, bottleneck rate) at ``epoch``; the bottleneck rate follows the same schedule."""
         c = self.cfg
-        r = schedule_factor(c["schedule"], c["rate"], c["final_rate"], epoch, self.epochs)
-        if c["bottleneck_rate"] is None:
+        r = schedule_factor(c.schedule, c.rate, c.final_rate, epoch, self.epochs)
+        if c.bottleneck_rate is None:
             return r, r
-        scale = (r / c["rate"]) if c["rate"] > 0 else (
-            schedule_factor(c["schedule"], 1.0, 0.0, epoch, self.epochs))
-        return r, c["bottleneck_rate"] * scale
+        scale = (r / c.rate) if c.rate > 0 else (
+            schedule_factor(c.schedule, 1.0, 0.0, epoch, self.epochs))
+        return r, c.bottleneck_rate * scale
 
     def rate(self, epoch: float) -> float:
         return self.rates(epoch)[0]
@@ -317,11 +298,11 @@ class SparsityCallback(Callback):
 
     def __init__(self, trainer):
         cfg = trainer.cfg
-        self.l1 = SparsityL1(trainer.core, dict(cfg["sparsity"]), trainer.epochs)   # validates the section
-        self.cfg = self.l1.cfg
-        self.method = self.cfg["method"]
+        self.cfg = SparsityConfig.of(cfg)
+        self.l1 = SparsityL1(trainer.core, self.cfg, trainer.epochs)
+        self.method = self.cfg.method
         self.gradual: Optional[GradualMask] = None
-        self.prune_cfg = dict(cfg["prune"])
+        self.prune_cfg = PruneConfig.of(cfg)    # the cut the gradual masks prepare
         self.img_size = int(cfg["img_size"])
         self._warned = False
 
@@ -330,17 +311,15 @@ class SparsityCallback(Callback):
         return ChannelPruner(trainer.core, trace_size=64, cost_size=self.img_size)
 
     def on_train_start(self, trainer):
-        c = self.cfg
+        c, cut = self.cfg, self.prune_cfg
         if self.method == "gradual":
-            target = c["target_ratio"] if c["target_ratio"] is not None else self.prune_cfg["ratio"]
-            crit = "bn_scale_per_flop" if c["flop_weighted"] else "bn_scale"
-            self.gradual = GradualMask(self._pruner(trainer), crit, target,
-                                       c["ramp"] * trainer.epochs, self.prune_cfg["min_channels"],
-                                       self.prune_cfg["round_to"], c["interval"], c["steps"],
-                                       c["selection"])
+            crit = "bn_scale_per_flop" if c.flop_weighted else "bn_scale"
+            self.gradual = GradualMask(self._pruner(trainer), crit, c.target(cut.ratio),
+                                       c.ramp * trainer.epochs, cut.min_channels,
+                                       cut.round_to, c.interval, c.steps, c.selection)
             if trainer.start_epoch > 0:    # resumed: the masked set is the zeros it left
                 self.gradual.restore(trainer.core, trainer.start_epoch, trainer.nb)
-        elif c["flop_weighted"]:
+        elif c.flop_weighted:
             self.l1.set_weights(flop_weights(self._pruner(trainer)))
 
     def on_after_backward(self, trainer, epoch_float):
@@ -364,7 +343,7 @@ class SparsityCallback(Callback):
                 self._warned = True
                 print(f"warning: sparsity.method=gradual holds {record['masked_share']:.3f} of the channels "
                       f"at zero, not the {self.gradual.target:.3f} asked: prune.min_channels="
-                      f"{self.prune_cfg['min_channels']} per layer keeps the rest", file=sys.stderr)
+                      f"{self.prune_cfg.min_channels} per layer keeps the rest", file=sys.stderr)
         else:
             record["sparsity_rate"] = self.l1.rate(epoch + 1.0)
 

@@ -13,7 +13,8 @@ import paddle
 
 from ..model import ModelMeta, model_from_weights, save_weights
 from ..model.flops import gflops
-from .pruner import ChannelPruner, PruneError, prune_model
+from .pruner import ChannelPruner, PruneError, prune_model, prune_settings
+from .selection import PruneConfig
 from .report import (build_report, find_visualdl_logdir, format_table, plot_gamma_histogram,
                      plot_layers, write_json, write_visualdl)
 
@@ -28,22 +29,23 @@ def _relative_difference(a, b, img_size: int = 64) -> float:
     return float(np.abs(ya - yb).max() / max(1.0, float(np.abs(ya).max())))
 
 
-def prune_checkpoint(weights: str, output_dir: str, *, ratio: Optional[float] = 0.875,
-                     threshold: Optional[float] = None, min_channels: int = 8, round_to: int = 1,
-                     compensate: bool = True, criterion: str = "bn_scale", img_size: int = 640,
-                     flops_sizes: Optional[Sequence[int]] = None,
+def prune_checkpoint(weights: str, output_dir: str, settings: Optional[PruneConfig] = None, *,
+                     img_size: int = 640, flops_sizes: Optional[Sequence[int]] = None,
                      evaluate: Optional[Callable[[Any], Mapping[str, Any]]] = None,
                      sensitivity_eval: Optional[Callable[[Any], float]] = None,
                      sensitivity_layers: Optional[Iterable[str]] = None,
                      sensitivity_metric: str = "map50_95",
                      trace_size: int = 64, visualdl: bool = True, plots: bool = True,
-                     log: Callable[[str], None] = print) -> Dict[str, Any]:
+                     log: Callable[[str], None] = print, **changes) -> Dict[str, Any]:
     """Prune ``weights`` into ``output_dir``/pruned.pdparams with prune_report.json and plots.
 
-    ``evaluate(model) -> metrics dict`` (optional) is run before and right after pruning;
-    ``sensitivity_eval(model) -> float`` (optional) runs PaddleSlim's sensitivity analysis
-    on the unpruned model first. Returns the report dict (with ``paths``).
+    ``settings``: the ``prune:`` section (``PruneConfig.of(cfg)``; default its defaults), with
+    ``changes`` to its fields (``ratio=0.5``). ``evaluate(model) -> metrics dict`` (optional)
+    is run before and right after pruning; ``sensitivity_eval(model) -> float`` (optional)
+    runs PaddleSlim's sensitivity analysis on the unpruned model first. Returns the report
+    dict (with ``paths``).
     """
+    cut = prune_settings(settings, **changes)
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: no such weights file")
     t0 = time.time()
@@ -55,7 +57,7 @@ def prune_checkpoint(weights: str, output_dir: str, *, ratio: Optional[float] = 
     paths: Dict[str, str] = {}
 
     metrics_before = dict(evaluate(model)) if evaluate else None
-    pruner = ChannelPruner(model, trace_size=trace_size, criterion=criterion)   # the graph analysis
+    pruner = ChannelPruner(model, trace_size=trace_size, criterion=cut.criterion)   # the graph analysis
     if sensitivity_eval is not None:
         from .sensitivity import sensitivity, write_sensitivity
         log("sensitivity analysis: 9 prune ratios per layer, one evaluation each ...")
@@ -63,21 +65,17 @@ def prune_checkpoint(weights: str, output_dir: str, *, ratio: Optional[float] = 
                            metric=sensitivity_metric, progress=log)
         paths.update({f"sensitivity_{k}": v for k, v in write_sensitivity(sens, output_dir).items()})
 
-    result = prune_model(model, meta, ratio=ratio, threshold=threshold, min_channels=min_channels,
-                         round_to=round_to, compensate=compensate, trace_size=trace_size,
-                         criterion=criterion, pruner=pruner)
+    result = prune_model(model, meta, cut, trace_size=trace_size, pruner=pruner)
     pruned = result.model
     flops_after = {s: gflops(pruned, s) for s in sizes}
     metrics_after = dict(evaluate(pruned)) if evaluate else None
 
-    settings = {"ratio": ratio if threshold is None else None, "threshold": threshold,
-                "min_channels": min_channels, "round_to": round_to, "compensate": compensate,
-                "criterion": criterion}
+    settings_used = {**cut.to_dict(), "ratio": cut.requested_ratio}
     out_meta = ModelMeta.from_dict(meta.to_dict())
     out_meta.made_by = {"stage": "prune", "tool": "tools/prune.py", "source": os.path.abspath(weights),
-                        "ratio": settings["ratio"], "threshold": result.threshold,
-                        "removed_share": result.removed_share, "min_channels": min_channels,
-                        "round_to": round_to, "compensate": compensate, "criterion": criterion,
+                        "ratio": cut.requested_ratio, "threshold": result.threshold,
+                        "removed_share": result.removed_share, "min_channels": cut.min_channels,
+                        "round_to": cut.round_to, "compensate": cut.compensate, "criterion": cut.criterion,
                         "parent": meta.made_by or None}
     paths["weights"] = os.path.join(output_dir, "pruned.pdparams")
     save_weights(paths["weights"], result.state, out_meta)
@@ -89,13 +87,13 @@ def prune_checkpoint(weights: str, output_dir: str, *, ratio: Optional[float] = 
     if diff > 1e-5:
         raise PruneError(f"{paths['weights']}: reloaded model differs from the pruned one (max {diff})")
 
-    rep = build_report(result, source=os.path.abspath(weights), settings=settings,
+    rep = build_report(result, source=os.path.abspath(weights), settings=settings_used,
                        flops_before=flops_before, flops_after=flops_after,
                        metrics_before=metrics_before, metrics_after=metrics_after)
     rep["seconds"] = round(time.time() - t0, 1)
     if plots:
         paths["gamma_plot"] = os.path.join(output_dir, "gamma_hist.png")
-        what = "|gamma|" if criterion == "bn_scale" else f"{criterion} score"
+        what = "|gamma|" if cut.criterion == "bn_scale" else f"{cut.criterion} score"
         plot_gamma_histogram(result.scores, result.threshold, paths["gamma_plot"],
                              title=f"{what} of prunable channels ({result.removed_share:.1%} removed)")
         paths["layers_plot"] = os.path.join(output_dir, "channels_per_layer.png")
@@ -119,7 +117,7 @@ def val_evaluator(cfg, n_images: Optional[int] = None):
     project's evaluator (pycocotools). Errors clearly if the data/eval modules are absent."""
     try:
         from ..data import load_data
-        from ..engine.evaluate import evaluate_model
+        from ..engine.evaluate import EvalConfig, evaluate_model
     except ImportError as e:
         raise PruneError(f"evaluation needs ppyolo_slim.data and ppyolo_slim.engine.evaluate "
                            f"({e}); run without --eval/--sensitivity") from None
@@ -127,7 +125,7 @@ def val_evaluator(cfg, n_images: Optional[int] = None):
     records = list(spec.val)[:n_images] if n_images else list(spec.val)
     if not records:
         raise PruneError(f"data {cfg['data']!r} has no val images to evaluate on")
-    ev = cfg["eval"]
+    ev = EvalConfig.of(cfg)
 
     def run(model) -> Dict[str, Any]:
         model.eval()
@@ -141,8 +139,7 @@ def val_evaluator(cfg, n_images: Optional[int] = None):
             with paddle.no_grad():
                 return model(paddle.to_tensor(np.ascontiguousarray(images, dtype=np.float32))).numpy()
 
-        metrics, _ = evaluate_model(predict, records, spec.names, cfg["img_size"], ev["batch_size"],
-                                    conf_thres=ev["conf_thres"], iou_thres=ev["iou_thres"],
-                                    max_det=ev["max_det"])
+        metrics, _ = evaluate_model(predict, records, spec.names, cfg["img_size"], ev.batch_size,
+                                    conf_thres=ev.conf_thres, iou_thres=ev.iou_thres, max_det=ev.max_det)
         return metrics
     return run
