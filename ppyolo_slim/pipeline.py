@@ -139,9 +139,17 @@ class Pipeline:
         from .slim.selection import PruneConfig
         from .slim.workflow import prune_checkpoint, val_evaluator
         cfg = _stage_config(self.configs["prune"], self.overrides, self.path("prune"), [])
-        rep = prune_checkpoint(self.state["done"]["sparse"]["weights"], self.path("prune"),
-                               PruneConfig.of(cfg), img_size=int(cfg["img_size"]),
-                               evaluate=val_evaluator(cfg), log=self.log)
+        settings = PruneConfig.of(cfg)
+        kw = dict(img_size=int(cfg["img_size"]), evaluate=val_evaluator(cfg), log=self.log)
+        if settings.steps:    # progressive: fine-tunes between the cuts, the dense model teaching
+            from .slim.progressive import progressive_prune, trainer_between
+            teach = [f"distill.teacher={self.state['done']['dense']['weights']}"]
+            between = trainer_between(self.configs["finetune"], list(self.overrides) + teach,
+                                      self._epochs(settings.step_epochs), progress=self.progress)
+            rep = progressive_prune(self.state["done"]["sparse"]["weights"], self.path("prune"), settings.steps,
+                                    prune=prune_checkpoint, train_between=between, settings=settings, **kw)
+        else:
+            rep = prune_checkpoint(self.state["done"]["sparse"]["weights"], self.path("prune"), settings, **kw)
         return {"weights": rep["paths"]["weights"], "report": rep["paths"]["report"]}
 
     def stage_finetune(self):

@@ -3,6 +3,7 @@ import json
 import os
 
 import pytest
+import yaml
 
 from conftest import tiny_train_overrides
 from ppyolo_slim.pipeline import STAGES, run_pipeline
@@ -125,3 +126,20 @@ def test_each_finished_stage_logs_its_time_and_best_map():
     line = _stage_done("dense", {"seconds": 1002.0, "best_map50_95": 0.0951, "epochs": 30, "weights": "w"})
     assert line == "[pipeline] dense: done in 16.7 min, best mAP@0.5:0.95 0.0951 (30 epochs)"
     assert _stage_done("export", {"seconds": 13.5}) == "[pipeline] export: done in 0.2 min"
+
+
+def test_progressive_prune_stage(tiny_data, tmp_path):
+    """-o prune.steps=[...]: the prune stage cuts in steps with a fine-tune between them, taught
+    by the dense model, and the fine-tune stage starts from the last cut."""
+    from ppyolo_slim.pipeline import Pipeline
+    out = tmp_path / "pipe"
+    over = [o for o in tiny_train_overrides(tiny_data, out / "unused", epochs=1, **{"log.images": 0})
+            if not o.startswith("output_dir=")]
+    over += ["pipeline.finetune_epochs=1", "prune.min_channels=4", "prune.steps=[0.5,0.875]", "prune.step_epochs=1"]
+    p = Pipeline(str(out), over, progress=False, log=lambda m: None)
+    p.run(until="prune")
+    rep = json.loads((out / "prune" / "prune_report.json").read_text())
+    assert [e["share"] for e in rep["progressive"]] == [0.5, 0.875]
+    assert p.state["done"]["prune"]["weights"] == str(out / "prune" / "pruned.pdparams")
+    saved = yaml.safe_load((out / "prune" / "step1" / "train" / "config.yml").read_text())
+    assert saved["distill"]["teacher"] == p.state["done"]["dense"]["weights"] and saved["epochs"] == 1

@@ -98,3 +98,22 @@ def test_a_real_training_run_between_cuts(dense, tiny_data, tmp_path):
     assert os.path.isfile(step1_train) and os.sep + "train" + os.sep in step1_train
     assert rep["channels"]["removed_share"] == pytest.approx(0.75, abs=0.02)
     load_model(rep["paths"]["weights"])
+
+
+def test_prune_tool_steps(dense, tiny_data, tmp_path):
+    """tools/prune.py --steps: the same cut through the command line, its flags as overrides."""
+    from conftest import load_tool
+    tool = load_tool("prune")
+    opts = tiny_train_overrides(tiny_data, tmp_path / "unused", **{"eval.interval": 5, "distill.enabled": "false"})
+    opts = [o for o in opts if not o.startswith(("output_dir=", "epochs="))]
+    out = tmp_path / "tool"
+    rc = tool.main(["--weights", dense, "--output", str(out), "--steps", "0.5", "0.75", "--step-epochs", "1",
+                    "--min-channels", "1", "-o", *opts])
+    assert rc == 0
+    with open(out / "prune_report.json") as f:
+        rep = json.load(f)
+    assert [e["share"] for e in rep["progressive"]] == [0.5, 0.75]
+    assert os.path.isfile(out / "step1" / "train" / "last.pdparams")
+    assert not os.path.exists(out / "step2" / "train")            # no training after the last cut
+    # progressive and a threshold do not mix: a usage error naming both keys
+    assert tool.main(["--weights", dense, "--output", str(out), "--steps", "0.5", "--threshold", "0.1"]) == 2

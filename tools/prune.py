@@ -4,6 +4,7 @@
     python tools/prune.py                                   # configs/prune.yml, output/sparse/best.pdparams
     python tools/prune.py -c configs/prune.yml --weights W.pdparams --ratio 0.875 --output DIR
     python tools/prune.py --threshold 0.01 --round-to 8 --eval --sensitivity -o prune.min_channels=4
+    python tools/prune.py --steps 0.5 0.75 0.875 --step-epochs 2   # progressive: 2x, train, 4x, train, 8x
 
 Writes DIR/pruned.pdparams (stands alone: its shapes are the model), DIR/prune_report.json,
 DIR/gamma_hist.png, DIR/channels_per_layer.png, and with --sensitivity DIR/sensitivity.{json,png}.
@@ -34,6 +35,11 @@ def parse_args(argv=None):
     p.add_argument("--output", help="output folder (default: the config's output_dir)")
     p.add_argument("--min-channels", type=int, help="floor of channels kept per layer (>= 1)")
     p.add_argument("--round-to", type=int, help="round kept channel counts up to a multiple")
+    p.add_argument("--steps", type=float, nargs="+", metavar="SHARE",
+                   help="progressive: cut at these shares of the original channels in turn (0.5 0.75 0.875)")
+    p.add_argument("--step-epochs", type=int, help="progressive: training epochs after each cut but the last")
+    p.add_argument("--step-config", default="configs/finetune.yml",
+                   help="progressive: the training config between cuts (its -o overrides: this command's)")
     p.add_argument("--no-compensate", action="store_true", help="do not fold removed channels' constants")
     p.add_argument("--eval", action="store_true", help="mAP on val before and right after pruning")
     p.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N val images")
@@ -55,7 +61,8 @@ def flag_overrides(args) -> list:
     from ppyolo_slim.config import override
     flags = {"weights": args.weights, "output_dir": args.output, "prune.ratio": args.ratio,
              "prune.threshold": args.threshold, "prune.min_channels": args.min_channels,
-             "prune.round_to": args.round_to, "prune.compensate": False if args.no_compensate else None}
+             "prune.round_to": args.round_to, "prune.compensate": False if args.no_compensate else None,
+             "prune.steps": args.steps, "prune.step_epochs": args.step_epochs}
     over = [override(k, v) for k, v in flags.items() if v is not None]
     return over + ([override("prune.threshold", None)] if args.ratio is not None else [])
 
@@ -75,6 +82,9 @@ def main(argv=None) -> int:
 
     if args.ratio is not None and args.threshold is not None:
         print("error: give --ratio or --threshold, not both", file=sys.stderr)
+        return cli.USAGE
+    if args.steps and args.sensitivity:
+        print("error: --sensitivity analyses one cut; run it without --steps", file=sys.stderr)
         return cli.USAGE
     try:
         cfg = load_config(args.config or DEFAULT_CONFIG, list(args.opt) + flag_overrides(args))
@@ -106,9 +116,21 @@ def main(argv=None) -> int:
             def sens_eval(model, ev=ev):
                 v = ev(model)["map50_95"]
                 return 0.0 if v is None else float(v)    # None: nothing detected at all
-        prune_checkpoint(
-            weights, cfg["output_dir"], PruneConfig.of(cfg), img_size=cfg["img_size"], evaluate=evaluate,
-            sensitivity_eval=sens_eval, sensitivity_layers=args.sensitivity_layers)
+        settings = PruneConfig.of(cfg)
+        if settings.steps:
+            from ppyolo_slim.slim.progressive import ProgressiveError, progressive_prune, trainer_between
+            between = trainer_between(args.step_config, [o for o in args.opt if not o.startswith("prune.")],
+                                      settings.step_epochs, progress=sys.stderr.isatty())
+            try:
+                progressive_prune(weights, cfg["output_dir"], settings.steps, prune=prune_checkpoint,
+                                  train_between=between, settings=settings, img_size=cfg["img_size"],
+                                  evaluate=evaluate)
+            except ProgressiveError as e:
+                raise ConfigError(str(e)) from None
+        else:
+            prune_checkpoint(
+                weights, cfg["output_dir"], settings, img_size=cfg["img_size"], evaluate=evaluate,
+                sensitivity_eval=sens_eval, sensitivity_layers=args.sensitivity_layers)
     except (CheckpointError, WeightShapeError, FileNotFoundError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.USAGE

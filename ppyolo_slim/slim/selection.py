@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..settings import AT_LEAST_0, AT_LEAST_1, BELOW_1, Section, section, setting
+from ..settings import AT_LEAST_0, AT_LEAST_1, BELOW_1, Section, SettingError, section, setting
 from .importance import IMPORTANCE
 
 
@@ -36,6 +36,17 @@ class PruneConfig(Section):
     compensate: bool = setting(True)                # fold removed channels' constant SiLU(beta) into consumers
     # an importance function (importance.py); criteria registered later count too
     criterion: str = setting("bn_scale", (lambda v: v in IMPORTANCE, lambda: "one of " + ", ".join(IMPORTANCE)))
+    # progressive (slim/progressive.py): cut at these shares of the original channels in turn,
+    # e.g. [0.5, 0.75, 0.875], training step_epochs after each cut but the last; null: one cut
+    steps: Optional[List[float]] = setting(None, (lambda v: len(v) > 0 and all(0 < x < 1 for x in v)
+                                                  and all(b > a for a, b in zip(v, v[1:])),
+                                                  "rising shares in (0, 1)"), list)
+    step_epochs: int = setting(2, AT_LEAST_1)
+
+    def check(self) -> None:
+        if self.steps and self.threshold is not None:
+            raise SettingError("prune.steps cuts by shares of the channels: it cannot be used with "
+                               f"prune.threshold ({self.threshold}); set one of them to null")
 
     @property
     def requested_ratio(self) -> Optional[float]:
