@@ -47,6 +47,7 @@ def ptq_dir(tiny_data, tiny5_weights, tmp_path_factory):
 
 
 @needs_int8
+@pytest.mark.compat
 def test_ptq_writes_paddle_and_onnx_int8(ptq_dir):
     for f in ("model.pdmodel", "model.pdiparams", "model_int8.onnx", "infer_cfg.yml", "quant_report.json"):
         assert os.path.isfile(os.path.join(ptq_dir, f)), f
@@ -93,6 +94,7 @@ def test_eval_and_infer_on_both_int8_forms(ptq_dir, tiny_data, tmp_path):
 
 
 @needs_int8
+@pytest.mark.compat
 def test_check_passes_the_export_and_catches_a_wrong_output(ptq_dir, tiny_data, tmp_path, monkeypatch):
     """The written file passes; an onnxruntime output moved as paddle2onnx's BN-fold scale bug
     moved it (a few percent of the boxes off by tens of pixels, objectness flattened) fails."""
@@ -286,6 +288,7 @@ def test_sensitivity_puts_each_part_back_in_float(ptq_dir, tiny_data):
 
 @pytest.mark.skipif(NO_INT8 is None, reason="INT8 runs on this Paddle")
 @pytest.mark.parametrize("method", ["ptq", "qat"])
+@pytest.mark.compat
 def test_int8_on_paddle3_is_refused_before_any_work(method, tiny_data, tiny5_weights, tmp_path, capsys):
     out = tmp_path / "int8"
     rc = load_tool("quant").main(["-c", "configs/quant.yml", "--weights", tiny5_weights, "--method", method,
@@ -296,6 +299,7 @@ def test_int8_on_paddle3_is_refused_before_any_work(method, tiny_data, tiny5_wei
 
 
 @pytest.mark.skipif(NO_INT8 is None, reason="INT8 runs on this Paddle")
+@pytest.mark.compat
 def test_pipeline_with_int8_on_paddle3_is_refused_at_the_start(tmp_path):
     from ppyolo_slim.pipeline import Pipeline
     with pytest.raises(ValueError, match="pipeline.quant=ptq: INT8 quantization needs the Paddle 2.6 set"):
