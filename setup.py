@@ -7,8 +7,9 @@ only add a requirement, and would install both).
 Paddle 3 (opt-in, see docs/paddle3.md): ``PPYOLO_SLIM_PADDLE=3 pip install -e .`` then
 ``pip install --no-deps paddleslim==2.6.0``. PaddleSlim 2.6 pins opencv-python==4.6.0.66,
 which is built against numpy 1.x; installed without its dependencies it runs on numpy 2
-(the differences it needs live in ppyolo_slim/compat.py). The default stays Paddle 2.6.2
-until the whole suite passes on Paddle 3.
+(the differences it needs live in ppyolo_slim/compat.py). The default stays Paddle 2.6.2:
+on Paddle 3 everything but INT8 quantization runs (PaddleSlim's quantization reads old-IR
+programs, which Paddle 3.3 no longer writes for this model; docs/paddle3.md).
 """
 import os
 

@@ -88,6 +88,35 @@ def enable_inference_memory_optim(config) -> None:
         config.enable_memory_optim()
 
 
+def imdecode_color(data, path: str):
+    """``cv2.imdecode(data, cv2.IMREAD_COLOR)`` (BGR), or None. OpenCV 5 (the Paddle 3 set's:
+    numpy 2 builds) gives None for a JPEG cut short ("Premature end of JPEG file"), where
+    OpenCV 4's imdecode, and OpenCV 5's own ``imread``, decode what is there. The data check
+    warns about such a file and the training loader (``imread``) uses it; inference must not
+    skip it on one set only, so on OpenCV >= 5 a refused buffer is read again with ``imread``."""
+    import cv2
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None and int(cv2.__version__.split(".")[0]) >= 5:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+    return img
+
+
+def int8_unsupported() -> Optional[str]:
+    """Why INT8 quantization (``slim/quant.py``) cannot run on this Paddle, or None where it can.
+    Every part of it works on old-IR programs (``ProgramDesc``): PaddleSlim 2.6's
+    ``quant_post_static`` and its dygraph QAT's ``save_quantized_model`` load and rewrite them,
+    and our graph edits (``slim/quant_program.py``) read ``model.pdmodel``. Paddle 3.3 saves PIR
+    (``model.json``) and cannot trace the model into the old IR (``sigmoid`` exists only as a
+    PIR/eager op: "sigmoid(): argument (position 1) must be Value, but got Variable"). Porting
+    INT8 to Paddle 3 means another quantization API (``paddle.quantization``), not a shim."""
+    if paddle_major() < 3:
+        return None
+    import paddle
+    return (f"INT8 quantization needs the Paddle 2.6 set (this is Paddle {paddle.__version__}): "
+            f"PaddleSlim 2.6's quantization reads old-IR programs, which Paddle 3.3 no longer "
+            f"writes for this model; see docs/paddle3.md")
+
+
 # ---- exported inference programs -----------------------------------------------------------
 
 OLD_IR_MODEL = "model.pdmodel"   # paddle.jit.save on Paddle 2.6: a ProgramDesc protobuf

@@ -45,6 +45,11 @@ class Pipeline:
         base = load_config(self.configs["sparse"], self.overrides)   # validates overrides early
         self.scale = float(base["pipeline"]["scale"])
         self.finetune_epochs = int(base["pipeline"]["finetune_epochs"])
+        if base["pipeline"]["quant"] != "none":     # refused now, not after hours of training
+            from .compat import int8_unsupported
+            why = int8_unsupported()
+            if why:
+                raise ValueError(f"pipeline.quant={base['pipeline']['quant']}: {why}")
         self.state_file = os.path.join(self.out, "pipeline_state.json")
         self.state = self._load_state(fresh)
 

@@ -76,7 +76,8 @@ def _pipeline_like_logs(out):
     layer = paddle.nn.Conv2D(3, 4, 3)
     paddle.jit.save(layer, str(out / "export" / "sparse" / "model"),
                     input_spec=[paddle.static.InputSpec([1, 3, 16, 16], "float32", "images")])
-    assert (out / "export" / "sparse" / "model.pdmodel").is_file()
+    from ppyolo_slim.compat import saved_model_file
+    assert (out / "export" / "sparse" / saved_model_file()).is_file()   # model.pdmodel, or model.json on Paddle 3
 
 
 def _free_port():

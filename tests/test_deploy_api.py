@@ -124,6 +124,7 @@ def _check_entry(api, owner, name, n_pos, kws):
     return api.check_call(owner, "__init__" if name == "__init__" else name, n_pos, kws)
 
 
+@pytest.mark.compat
 def test_every_recorded_builder_call_exists_in_tensorrt(api, recorded):
     used = sorted(set(recorded))
     assert any(n == "add_convolution_nd" for _, n, _, _ in used)

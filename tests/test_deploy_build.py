@@ -64,6 +64,7 @@ def pruned(tmp_path_factory):
     return path
 
 
+@pytest.mark.compat
 def test_check_original_weights(original):
     rep = check_against_paddle(original, img_size=128)
     assert rep.passed and rep.max_abs_diff < 1e-4, rep
@@ -120,6 +121,7 @@ def test_exact_check_sees_paddles_float32_bn_epsilon(converted_release, monkeypa
     assert not rep.passed and rep.exact_max_rel_diff > 100 * EXACT_RTOL, rep.exact_max_rel_diff
 
 
+@pytest.mark.compat
 def test_check_pruned_weights_with_uneven_channels(original, pruned):
     state, _ = load_weights(pruned)
     orig, _ = load_weights(original)
@@ -188,6 +190,7 @@ def test_dynamic_batch(original):
 
 
 @pytest.mark.parametrize("backend", ["layer", "plugin"])
+@pytest.mark.compat
 def test_nms_in_the_graph_matches_the_project_nms(backend, original, tmp_path):
     """INMSLayer (add_nms) or EfficientNMS_TRT, fed by the graph's own gathers (boxes, obj x cls),
     gives the detections ultralytics-style multi-label NMS gives on the Paddle output."""

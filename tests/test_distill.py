@@ -35,6 +35,7 @@ def test_zero_when_student_equals_teacher():
     assert float(output_distill_loss(s2(_x()), t_maps)) > 1e-2
 
 
+@pytest.mark.compat
 def test_gradient_reaches_only_the_student():
     s, t = _pair(1, 0)
     s.train()
@@ -57,6 +58,7 @@ def test_shape_mismatch_is_named():
         cb.extra_loss(None, _x(), s(_x()))
 
 
+@pytest.mark.compat
 def test_finetune_with_a_teacher(tiny_data, tmp_path):
     from ppyolo_slim.config import load_config
     from ppyolo_slim.engine.trainer import train

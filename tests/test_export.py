@@ -117,6 +117,7 @@ def test_original_export_files_and_ultralytics_layout(export_orig, weights):
     assert not [n for n in m.graph.node if n.op_type == "Constant"] and len(m.graph.initializer) > 100
 
 
+@pytest.mark.compat
 def test_original_onnx_and_paddle_inference_match_dygraph(export_orig, weights):
     ref_model = DygraphPredictor(ppyolo_slim.load_model(weights["orig"]))
     x = np.random.default_rng(5).random((1, 3, 64, 64), dtype=np.float32)   # not the check's input
@@ -142,6 +143,7 @@ def test_original_onnx_and_paddle_inference_match_dygraph(export_orig, weights):
     assert report["versions"]["paddlepaddle"] == paddle.__version__
 
 
+@pytest.mark.compat
 def test_uneven_dynamic_batch_runs_batch_1_and_3(export_uneven, weights):
     out, _ = export_uneven
     model = ppyolo_slim.load_model(weights["uneven"])
@@ -204,6 +206,7 @@ def _assert_same_rows(a, b, atol, score_atol=None):
         used[j] = True
 
 
+@pytest.mark.compat
 def test_nms_export_detections_equal_numpy_nms_of_its_raw_output(export_uneven):
     out, report = export_uneven
     assert report["check"]["onnx_nms"]["rows_synthetic"] > 0
@@ -266,6 +269,7 @@ def test_infer_tool_onnx_and_model_dir_match_weights(export_uneven, weights, tin
                               score_atol=2e-5)   # the JSON rounds boxes to 0.01 px, scores to 1e-5
 
 
+@pytest.mark.compat
 def test_paddleslim_pruned_model_exports_and_matches(weights, tmp_path):
     """A model pruned by PaddleSlim (ppyolo_slim.slim), exported from the live Layer, fixed
     batch 2, opset 11."""

@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("first", ["import paddle\nimport ppyolo_slim", "import ppyolo_slim\nimport paddle"])
+@pytest.mark.compat
 def test_visualdl_image_and_cocoeval_after_paddle(first):
     r = subprocess.run([sys.executable, "-c", SCRIPT.format(first=first)], capture_output=True,
                        text=True, timeout=300)

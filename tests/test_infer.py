@@ -91,6 +91,7 @@ def test_infer_images_maps_boxes_back_to_original_pixels(tmp_path):
 
 
 @needs_data
+@pytest.mark.compat
 def test_infer_tool_end_to_end(tiny_weights, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
@@ -116,6 +117,7 @@ def test_infer_tool_end_to_end(tiny_weights, tmp_path, capsys):
         assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.compat
 def test_infer_warns_on_a_truncated_jpeg_as_the_data_scan_does(tiny_weights, tmp_path, capsys):
     from ppyolo_slim.data.checks import BadImage, inspect_image
     src = tmp_path / "src"

@@ -26,6 +26,7 @@ def v5n():
     return model, ChannelPruner(model, trace_size=64)
 
 
+@pytest.mark.compat
 def test_workers_registered():
     assert PRUNE_WORKER.get("silu") is workers.silu
     assert PRUNE_WORKER.get("concat") is workers.concat
@@ -33,6 +34,7 @@ def test_workers_registered():
     assert PRUNE_WORKER.get("concat") is workers.concat
 
 
+@pytest.mark.compat
 def test_every_conv_bn_of_yolov5n_is_in_a_collection(v5n):
     model, p = v5n
     convs = [n for n, l in model.named_sublayers() if isinstance(l, nn.Conv2D)]
@@ -67,6 +69,7 @@ def test_missing_worker_fails_loudly(monkeypatch, op, missing):
         ChannelPruner(Toy(), trace_size=32)
 
 
+@pytest.mark.compat
 def test_pruned_yolov5n_holds_together(v5n):
     """PaddleSlim alone left C3.cv3 with 24 inputs while its concat gave 16; check every join."""
     model, p = v5n

@@ -82,6 +82,7 @@ def zero_channels(model, pruner, groups, rng, beta_scale):
     return n
 
 
+@pytest.mark.compat
 def test_zero_gamma_zero_beta_pruning_is_exact(fresh):
     model, pruner, x = fresh
     n = zero_channels(model, pruner, pruner.groups, np.random.RandomState(2), 0.0)
@@ -98,6 +99,7 @@ def _only_1x1_consumers(model, pruner):
             if all(layers[c[:-len(".weight")]].weight.shape[2] == 1 for c in g.consumers)]
 
 
+@pytest.mark.compat
 def test_compensation_exact_for_1x1_consumers(fresh):
     """gamma = 0, beta != 0: each removed channel emits silu(beta) (summed along C3's residual
     stream, max-pooled in SPPF, upsampled in the head); folded into 1x1 consumers it is exact."""

@@ -70,6 +70,7 @@ def pruned_run(tmp_path_factory):
     return dict(tmp=tmp, run=run, weights=weights, model=sparse_like(), rep=rep, x=x)
 
 
+@pytest.mark.compat
 def test_outputs_and_standalone_checkpoint(pruned_run):
     rep, out = pruned_run["rep"], pruned_run["tmp"] / "out"
     for f in ("pruned.pdparams", "prune_report.json", "gamma_hist.png", "channels_per_layer.png",

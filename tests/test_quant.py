@@ -11,6 +11,10 @@ import pytest
 
 import ppyolo_slim  # noqa: F401  (import order)
 from conftest import load_tool
+from ppyolo_slim.compat import int8_unsupported
+
+NO_INT8 = int8_unsupported()   # None on Paddle 2.6; on Paddle 3 why INT8 cannot run there
+needs_int8 = pytest.mark.skipif(NO_INT8 is not None, reason=str(NO_INT8))
 
 TINY = ["img_size=64", "quant.algo=hist", "quant.calib_images=8", "quant.calib_batch=4", "quant.check_images=4",
         "workers=0", "log.images=0", "eval.batch_size=8"]
@@ -42,6 +46,8 @@ def ptq_dir(tiny_data, tiny5_weights, tmp_path_factory):
     return out
 
 
+@needs_int8
+@pytest.mark.compat
 def test_ptq_writes_paddle_and_onnx_int8(ptq_dir):
     for f in ("model.pdmodel", "model.pdiparams", "model_int8.onnx", "infer_cfg.yml", "quant_report.json"):
         assert os.path.isfile(os.path.join(ptq_dir, f)), f
@@ -55,6 +61,7 @@ def test_ptq_writes_paddle_and_onnx_int8(ptq_dir):
     assert rep["program_edits"]["observers"] > 0
 
 
+@needs_int8
 def test_decode_stays_float(ptq_dir):
     import onnx
     from ppyolo_slim.slim import quant_onnx as Q
@@ -73,6 +80,7 @@ def test_decode_stays_float(ptq_dir):
             todo.extend(u.output)
 
 
+@needs_int8
 def test_eval_and_infer_on_both_int8_forms(ptq_dir, tiny_data, tmp_path):
     ev, inf = load_tool("eval"), load_tool("infer")
     for flag, path in (("--onnx", os.path.join(ptq_dir, "model_int8.onnx")), ("--model-dir", ptq_dir)):
@@ -85,6 +93,8 @@ def test_eval_and_infer_on_both_int8_forms(ptq_dir, tiny_data, tmp_path):
                          "--conf-thres", "0.01"]) == 0
 
 
+@needs_int8
+@pytest.mark.compat
 def test_check_passes_the_export_and_catches_a_wrong_output(ptq_dir, tiny_data, tmp_path, monkeypatch):
     """The written file passes; an onnxruntime output moved as paddle2onnx's BN-fold scale bug
     moved it (a few percent of the boxes off by tens of pixels, objectness flattened) fails."""
@@ -119,6 +129,7 @@ def test_check_passes_the_export_and_catches_a_wrong_output(ptq_dir, tiny_data, 
         quant.check_int8(ptq_dir, os.path.join(fp32, "model.onnx"), imgs)
 
 
+@needs_int8
 def test_uint8_activations_are_exact(ptq_dir):
     """int8 zero point 0 -> uint8 zero point 128 gives the same values (ORT run literally)."""
     import onnx
@@ -185,6 +196,7 @@ def _qat_args(data, weights, out, epochs=2):
                               "schedule.warmup_epochs=0.0", "augment.mosaic=0.0")
 
 
+@needs_int8
 @pytest.mark.slow
 def test_qat_killed_resumes_like_training(tiny_data, tiny5_weights, tmp_path):
     """QAT runs in the project's trainer: SIGKILL in the middle of epoch 2, the same command again
@@ -214,6 +226,7 @@ def test_qat_killed_resumes_like_training(tiny_data, tiny5_weights, tmp_path):
     assert [h["epoch"] for h in hist] == [0, 1]
 
 
+@needs_int8
 @pytest.mark.slow
 def test_pipeline_int8_stage(tiny_data, tmp_path):
     """-o pipeline.quant=ptq: the fine-tuned model quantized, in summary.json as models.int8
@@ -232,6 +245,7 @@ def test_pipeline_int8_stage(tiny_data, tmp_path):
     assert "| int8 (PTQ) |" in (out / "summary.md").read_text()
 
 
+@needs_int8
 @pytest.mark.slow
 def test_quant_benchmark_quick(tmp_path):
     """benchmarks/quant.py --quick runs (tiny random models) and writes its table and JSON."""
@@ -246,6 +260,7 @@ def test_quant_benchmark_quick(tmp_path):
     assert "| pruned | QAT |" in r.stdout
 
 
+@needs_int8
 def test_sensitivity_puts_each_part_back_in_float(ptq_dir, tiny_data):
     from ppyolo_slim.slim import quant_sensitivity as S
     import onnx
@@ -269,3 +284,24 @@ def test_sensitivity_puts_each_part_back_in_float(ptq_dir, tiny_data):
     assert len(rows) == len(v) and [r["gain"] for r in rows] == sorted((r["gain"] for r in rows), reverse=True)
     assert any(r["float_part"].startswith("conv model.") for r in rows)
     assert all(abs(r["gain"] - (r["map50_95"] - res["int8"])) < 1e-12 for r in rows)
+
+
+@pytest.mark.skipif(NO_INT8 is None, reason="INT8 runs on this Paddle")
+@pytest.mark.parametrize("method", ["ptq", "qat"])
+@pytest.mark.compat
+def test_int8_on_paddle3_is_refused_before_any_work(method, tiny_data, tiny5_weights, tmp_path, capsys):
+    out = tmp_path / "int8"
+    rc = load_tool("quant").main(["-c", "configs/quant.yml", "--weights", tiny5_weights, "--method", method,
+                                  "--output", str(out), "-o"] + tiny_opts(tiny_data, "epochs=1"))
+    err = capsys.readouterr().err
+    assert rc == 1 and "needs the Paddle 2.6 set" in err and "docs/paddle3.md" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(NO_INT8 is None, reason="INT8 runs on this Paddle")
+@pytest.mark.compat
+def test_pipeline_with_int8_on_paddle3_is_refused_at_the_start(tmp_path):
+    from ppyolo_slim.pipeline import Pipeline
+    with pytest.raises(ValueError, match="pipeline.quant=ptq: INT8 quantization needs the Paddle 2.6 set"):
+        Pipeline(str(tmp_path / "run"), ["pipeline.quant=ptq"], progress=False, log=lambda m: None)
+    assert not (tmp_path / "run").exists()

@@ -61,6 +61,7 @@ def _grads(model, x):
     sum(o.square().mean() for o in out).backward()
 
 
+@pytest.mark.compat
 def test_apply_adds_exact_term():
     """grad after apply = grad before + rate*sign(gamma), per group of BNs."""
     m = tiny()
@@ -121,6 +122,7 @@ def _train_l1(rate, steps=8, lr=0.05):
     return np.array(l1), gamma_stats(m)["count"]
 
 
+@pytest.mark.compat
 def test_l1_of_gamma_falls_faster_with_sparsity():
     rate, steps, lr = 2e-2, 8, 0.05
     off, n = _train_l1(0.0, steps, lr)

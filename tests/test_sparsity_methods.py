@@ -69,6 +69,7 @@ def test_cubic_schedule():
     assert 0.875 / 2 < cubic_share(0.875, 2.5, 10) < 0.875     # fast early
 
 
+@pytest.mark.compat
 def test_gradual_method_makes_the_cut_exact(tiny_data, tmp_path):
     """Trained with the gradual method, the cut removes only channels held at gamma = beta = 0:
     the pruned model gives the unpruned model's outputs."""

@@ -23,6 +23,7 @@ def two_epochs(tiny_data, tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.compat
 def test_run_writes_weights_results_and_metadata(two_epochs):
     out, summary = two_epochs
     for f in ("best.pdparams", "last.pdparams", "last.state", "results.json", "config.yml"):
@@ -67,6 +68,7 @@ class _StopAfter:
             raise KeyboardInterrupt
 
 
+@pytest.mark.compat
 def test_resume_gives_the_same_weights_as_a_straight_run(tiny_data, tmp_path, capsys):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(_cfg(tiny_data, straight, epochs=3), progress=False)

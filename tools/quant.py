@@ -44,6 +44,7 @@ def parse_args(argv=None):
 def run(args, log=print):
     from ppyolo_slim.config import load_config
     from ppyolo_slim.slim import quant
+    quant.require_int8_support()
     if args.method == "ptq":
         cfg = load_config(args.config, args.opt)
         return quant.ptq(args.weights, args.output, cfg, log=log, sensitivity=args.sensitivity)

@@ -193,13 +193,14 @@ def list_images(source: str) -> List[str]:
 def read_image_rgb(path: str) -> Optional[np.ndarray]:
     """HxWx3 uint8 RGB, or None when the file cannot be decoded as an image."""
     import cv2
+    from ..compat import imdecode_color
     try:
         data = np.fromfile(path, dtype=np.uint8)   # imdecode also handles non-ASCII paths
     except OSError:
         return None
     if not data.size:
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    img = imdecode_color(data, path)
     if img is None or img.ndim != 3 or min(img.shape[:2]) < 1:
         return None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

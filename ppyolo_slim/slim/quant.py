@@ -37,6 +37,14 @@ class QuantError(RuntimeError):
     """A quantization that cannot be done as asked; the message says why."""
 
 
+def require_int8_support() -> None:
+    """QuantError, before any work, on a Paddle where INT8 cannot run (compat.int8_unsupported)."""
+    from ..compat import int8_unsupported
+    why = int8_unsupported()
+    if why:
+        raise QuantError(why)
+
+
 # ------------------------------------------------------------------------------ calibration
 
 def calibration_records(data: str, n: int, seed: int = 0, log: Callable[[str], None] = print):
@@ -102,7 +110,11 @@ def explicit_silu() -> Iterator[None]:
     import paddle
     import paddle.nn.functional as F
     orig = paddle.nn.Silu.forward
-    paddle.nn.Silu.forward = lambda self, x: x * F.sigmoid(x)
+
+    def forward(self, x):   # a def, not a lambda: Paddle 3's to_static cannot read a lambda's source
+        return x * F.sigmoid(x)
+
+    paddle.nn.Silu.forward = forward
     try:
         yield
     finally:
@@ -328,6 +340,7 @@ def ptq(weights: str, output: str, cfg, log: Callable[[str], None] = print,
     also the per-part study (quant_sensitivity.py) into ``output/sensitivity.json``."""
     import paddle
     from .. import load_model
+    require_int8_support()
     q = cfg["quant"]
     algo = q["algo"]
     if algo not in ALGOS:
@@ -433,6 +446,7 @@ def wrap_for_qat(model, q, qat_state=None, float_layers: Sequence[str] = ()):
     """Wrap ``model`` in place with PaddleSlim's dygraph QAT (fake quantization of every
     Conv2D's input and weights; Conv2D layers named in ``float_layers`` or 'detect' are
     left float), then load ``qat_state`` (a QAT state dict, e.g. from a checkpoint) if given."""
+    require_int8_support()
     from paddleslim import QAT
     from ..model import assign_state
     detect_idx = len(model.model) - 1 if hasattr(model, "model") else -1
@@ -457,6 +471,7 @@ def qat_export(weights: str, output: str, cfg, log: Callable[[str], None] = prin
     from paddle.static import InputSpec
     from paddleslim import QAT
     from ..model import load_weights
+    require_int8_support()
     q = cfg["quant"]
     state, meta = load_weights(weights)
     if not is_qat_state(state):

@@ -1,0 +1,39 @@
+"""CI runs the README's test command, and that command covers both dependency sets: the whole
+suite on the installed one, the ``compat`` subset on the other (tools/test_other_set.py)."""
+import os
+import re
+
+import pytest
+
+from conftest import ROOT, load_tool
+
+AREAS = ["test_train.py", "test_sparsity.py", "test_prune_collections.py", "test_distill.py", "test_quant.py",
+         "test_export.py", "test_deploy_build.py", "test_infer.py"]
+
+
+def _readme_test_command():
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = text.split("# the tests (what CI runs", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines()[1:] if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_ci_runs_exactly_the_readme_command():
+    readme = _readme_test_command()
+    assert len(readme) == 1, readme
+    ci = [line for line in open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read().splitlines()
+          if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci == readme
+    assert readme[0].endswith("&& python tools/test_other_set.py")
+
+
+def test_compat_subset_covers_each_part_of_the_pipeline():
+    for name in AREAS:
+        text = open(os.path.join(ROOT, "tests", name), encoding="utf-8").read()
+        assert re.search(r"^@pytest\.mark\.compat\n(@.*\n)*def test_", text, re.M), f"{name}: no compat test"
+    toml = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
+    assert '"compat:' in toml      # a registered marker, so -m compat selects it
+
+
+@pytest.mark.parametrize("here,forced,want", [("2", None, "3"), ("3", None, "2"), ("2", "2", "2"), (None, None, None)])
+def test_other_set_is_the_one_not_installed(here, forced, want):
+    assert load_tool("test_other_set").target_set(here, forced) == want
