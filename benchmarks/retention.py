@@ -297,26 +297,47 @@ def table(summary: Dict[str, Any]) -> str:
                         "mAP@.5", "kept", "kept at cut", "ORT speed-up @640"], rows)
 
 
+# the plot's named series: (label, cells from dense to the smallest cut, colour); every other
+# cell is a grey point ("other variants"), scratch cells grey crosses
+SERIES = [("defaults now (detect + ramp 0.3 + fine-tune LR 0.01), 20 epochs",
+           ["dense_lr10", "gradual_2x_combo_lr10", "gradual_4x_combo_lr10", "gradual_8x_combo_lr10"], "tab:red"),
+          ("first grid (ramp 0.6, fine-tune LR 0.001), 20 epochs",
+           ["dense", "gradual_2x", "gradual_4x", "gradual_8x"], "tab:blue"),
+          ("110 epochs (fine-tune LR 0.004)", ["dense_long", "gradual_4x_long", "gradual_8x_long"], "tab:green")]
+
+
 def plot(summary: Dict[str, Any], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from ppyolo_slim.plots import readable_log_axis
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    cmap = plt.get_cmap("tab20")
-    markers = {"dense": "s", "scratch": "x", "gradual": "o", "proximal": "^", "subgradient": "v", "oneshot": "D"}
-    xs = []
-    for i, (name, e) in enumerate(summary.items()):
-        xs.append(e["gflops_640"])
-        ax.errorbar(e["gflops_640"], e["map50_95"], yerr=(e.get("map50_95_spread") or 0) / 2,
-                    fmt=markers.get(name.split("_")[0], "o"), color=cmap(i % 20), capsize=3, ms=7,
-                    label=f"{name}: {e['map50_95']:.3f}")
-    readable_log_axis(ax, xs)
-    ax.set_xlabel("GFLOPs at 640 px (log)")
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    named = set()
+    for label, names, colour in SERIES:
+        pts = [(summary[n]["gflops_640"], summary[n]["map50_95"], (summary[n].get("map50_95_spread") or 0) / 2)
+               for n in names if n in summary]
+        named.update(names)
+        if pts:
+            x, y, e = zip(*pts)
+            ax.errorbar(x, y, yerr=e, fmt="-o", color=colour, capsize=3, ms=6, label=label)
+            for n in names:
+                if n in summary and "retention" in summary[n] and not n.startswith("dense"):
+                    ax.annotate(f"{summary[n]['retention']:.0%}", (summary[n]["gflops_640"], summary[n]["map50_95"]),
+                                textcoords="offset points", xytext=(6, 4), fontsize=7, color=colour)
+    rest = [(n, e) for n, e in summary.items() if n not in named]
+    for kind, fmt, label in (("scratch", "x", "pruned architectures trained from scratch"),
+                             ("other", "o", "other variants (benchmarks/README.md)")):
+        pts = [e for n, e in rest if n.startswith("scratch") == (kind == "scratch")]
+        if pts:
+            ax.plot([e["gflops_640"] for e in pts], [e["map50_95"] for e in pts], fmt, color="0.55",
+                    ms=5, alpha=0.8, label=label)
+    readable_log_axis(ax, [e["gflops_640"] for e in summary.values()])
+    ax.set_xlabel("GFLOPs at 640 px (log); 8x / 4x / 2x channel cuts from the left, dense at the right")
     ax.set_ylabel("mAP@0.5:0.95 (val, after fine-tuning)")
-    ax.set_title("Slimmed YOLOv5n on the embedded set: accuracy against cost")
+    ax.set_title("Slimmed YOLOv5n on the embedded set: accuracy against cost\n(% = kept of the dense model trained as long)",
+                 fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="cell: mAP", title_fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
