@@ -203,7 +203,7 @@ class Pipeline:
             for name in ("sparse", "finetuned"):
                 rep = check_against_paddle(self._weights()[name], img_size=size)
                 result[name] = {"cpu_check_max_abs_diff": rep.max_abs_diff, "passed": rep.passed,
-                                "layers": rep.layers}
+                                "layers": rep.layers, "tolerance": rep.tolerance}
                 if not rep.passed:
                     raise RuntimeError(f"deploy check failed for {name}: max abs diff {rep.max_abs_diff}")
         return result
