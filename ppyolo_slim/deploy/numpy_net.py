@@ -6,8 +6,8 @@ take the same argument names, in the same order, as the TensorRT 10 Python API, 
 layers follow TensorRT's documented semantics (output sizes, padding, pooling windows,
 resize coordinate mapping and rounding, scale modes, elementwise broadcasting, shuffle
 transpose/reshape with 0 and -1, concatenation's default axis, EfficientNMS_TRT's
-output layout). Every API call and layer attribute set is recorded in :data:`API_LOG`,
-so a test can check each one against the real API's signatures (tensorrt-stubs).
+output layout, INT8 quantize/dequantize in numpy_quant.py). Every API call and layer
+attribute set is recorded in :data:`API_LOG`, so a test can check each one against the real API's signatures (tensorrt-stubs).
 
 Only what the builder needs is implemented; anything else raises NotImplementedError
 rather than guessing. Half-precision tensors are emulated by computing in float32 and
@@ -34,6 +34,7 @@ from .numpy_core import (API_LOG, CREATION_FLAG_VALUES, ActivationType, Bounding
 from .numpy_layers import (IActivationLayer, ICastLayer, IConcatenationLayer, IConstantLayer,  # noqa: F401
                            IConvolutionLayer, IElementWiseLayer, IGatherLayer, INMSLayer, IPoolingLayer,
                            IResizeLayer, IScaleLayer, IShuffleLayer)
+from .numpy_quant import IDequantizeLayer, IQuantizeLayer  # noqa: F401
 from .numpy_plugins import (EfficientNMSPlugin, IPluginCreator, IPluginCreatorV3One,  # noqa: F401
                             IPluginRegistry, IPluginV2Layer, PluginField, PluginFieldCollection,
                             get_plugin_registry, init_libnvinfer_plugins)
@@ -141,6 +142,14 @@ class NumpyNetwork:
     @_api("INetworkDefinition")
     def add_nms(self, boxes, scores, max_output_boxes_per_class):
         return self._add(INMSLayer(self, boxes, scores, max_output_boxes_per_class))
+
+    @_api("INetworkDefinition")
+    def add_quantize(self, input, scale, output_type=DataType.INT8):
+        return self._add(IQuantizeLayer(self, input, scale, output_type))
+
+    @_api("INetworkDefinition")
+    def add_dequantize(self, input, scale, output_type=DataType.FLOAT):
+        return self._add(IDequantizeLayer(self, input, scale, output_type))
 
     @_api("INetworkDefinition")
     def add_plugin_v2(self, inputs, plugin):
