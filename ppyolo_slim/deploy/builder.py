@@ -85,6 +85,7 @@ class BuiltNetwork:
     keep: List[np.ndarray] = field(default_factory=list, repr=False)  # weights TensorRT points at
     nms_backend: Optional[str] = None     # "layer" (INMSLayer) or "plugin" (EfficientNMS_TRT)
     int8: Optional[Dict[str, Any]] = None    # what was quantized, with which file's scales
+    decode_layers: List[str] = field(default_factory=list)   # after the Detect convs: box decode (+ NMS)
 
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], ModelMeta]:
@@ -473,11 +474,16 @@ def build_network(network, trt, state: Mapping[str, np.ndarray], meta: ModelMeta
         opts.int8.finish()
         q = [n for n, c in zip(opts.int8.used, opts.int8.convs) if c.quantized]
         int8 = {"scales": opts.int8.source, "method": opts.int8.method, "quantized_convs": len(q),
-                "float_convs": [n for n in opts.int8.used if n not in q], "weight_flips": e.weight_flips}
+                "float_convs": [n for n in opts.int8.used if n not in q], "weight_flips": e.weight_flips,
+                "onnx_convs": dict(opts.int8.used)}
+    detect = layers[-1].name
+    heads = {f"{detect}.m.{i}" for i in range(len(layers[-1].detect))}
+    decode = [network.get_layer(i).name for i in range(network.num_layers)]
+    decode = [n for n in decode if (n.startswith(detect + ".") and n not in heads) or n.startswith("nms.")]
     outputs = []
     for name, t in results:       # float outputs are float32 in the FP16 graph too (decode in FP32)
         t.name = name
         network.mark_output(t)
         outputs.append((name, tuple(t.shape)))
     return BuiltNetwork(INPUT_NAME, (batch, 3, h, w), outputs, meta.nc, list(meta.names),
-                        network.num_layers, e.keep, nms_backend, int8)
+                        network.num_layers, e.keep, nms_backend, int8, decode)
