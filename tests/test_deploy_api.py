@@ -360,6 +360,11 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
         for i in range(2):
             cv2.imwrite(str(d / f"{i}.png"), np.full((32, 48, 3), 60 * i, np.uint8))
         o.int8, o.calib_dir, o.calib_cache, o.calib_batch = True, str(d), str(tmp_path / "c.cache"), 1
+        o.dynamic = (1, 2, 4)        # TensorRT calibrates at the opt shape: batches of 2, whatever --calib-batch
+        from ppyolo_slim.deploy import calibrator as C
+        real_make, calib_batches = C.make_entropy_calibrator, []
+        monkeypatch.setattr(C, "make_entropy_calibrator",
+                            lambda t, images, *a: calib_batches.append(images.batch) or real_make(t, images, *a))
     elif kind.endswith("int8_qdq"):
         o.int8_from, weights = ptq_dir, None          # the folder's report names the weights
     else:
@@ -380,6 +385,7 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
     elif kind == "int8":      # the decode held in FP32, obeyed
         assert set(flags) == {trt.BuilderFlag.FP16, trt.BuilderFlag.INT8, trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS}
         assert ("IBuilderConfig", "int8_calibrator", -1, ()) in log and created == 0 and side["precision"] == "int8"
+        assert calib_batches == [2] and ("IBuilderConfig", "set_calibration_profile", 1, ()) in log
         pinned = [e for e in numpy_net.API_LOG if e[1] == "set_output_type"]
         assert any(e[0] == "IActivationLayer" for e in pinned) and any(e[0] == "IElementWiseLayer" for e in pinned)
         assert not any(e[0] == "IConvolutionLayer" for e in pinned)
