@@ -42,8 +42,10 @@ def tiny5_weights(tiny_data, tmp_path_factory):
     """A random-weight yolov5n for the tiny set's classes, saved: its .pdparams path."""
     from ppyolo_slim.data import load_data
     from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    import paddle
     names = list(load_data(tiny_data, verbose=False).names)
     meta = ModelMeta(nc=len(names), names=names, img_size=64)
+    paddle.seed(5)      # the same model every run: the INT8 figures tests compare are then reproducible
     path = str(tmp_path_factory.mktemp("w5") / "tiny5.pdparams")
     save_weights(path, build_model(meta).state_dict(), meta)
     return path

@@ -20,7 +20,7 @@ layers), numpy_plugins.py (plugin registry, EfficientNMS_TRT); this module is th
 from __future__ import annotations
 
 import enum  # noqa: F401  (tests look for the Enum classes through this namespace)
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -194,9 +194,15 @@ class NumpyNetwork:
         if len(set(names)) != len(names):
             raise NetworkDefinitionError(f"network inputs/outputs need distinct names, got {names}")
 
-    def run(self, feeds: Dict[str, np.ndarray], raw: bool = False) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Dict[str, np.ndarray], raw: bool = False,
+            overrides: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
         """Execute on concrete inputs; returns every marked output by name (in its TensorRT
-        type, or with ``raw`` as computed: float64 in a float64 network)."""
+        type, or with ``raw`` as computed: float64 in a float64 network). ``overrides`` (tensor
+        name -> value): the layers downstream read that value instead of the computed one, while
+        a marked output still returns what was computed; so a check can feed each part of the
+        graph another runtime's values and compare part by part."""
+        overrides = overrides or {}
+        computed: Dict[int, np.ndarray] = {}
         self._check_names()
         vals: Dict[int, np.ndarray] = {}
         for t in self._inputs:
@@ -217,11 +223,15 @@ class NumpyNetwork:
             for layer in ready:
                 ins = [None if t is None else vals[id(t)] for t in layer._inputs]
                 for t, y in zip(layer._outputs, layer._run(ins)):
+                    if t.name in overrides:
+                        computed[id(t)] = y
+                        y = np.asarray(overrides[t.name]).astype(y.dtype, copy=False).reshape(y.shape)
                     vals[id(t)] = y
             pending = [layer for layer in pending if layer not in ready]
         missing = [t.name for t in self._outputs if id(t) not in vals]
         if missing:
             raise NetworkDefinitionError(f"outputs never computed: {missing}")
+        vals.update(computed)
         if raw:
             return {t.name: vals[id(t)] for t in self._outputs}
         return {t.name: vals[id(t)].astype(nptype(t.dtype), copy=False) for t in self._outputs}

@@ -37,6 +37,7 @@ class ConvQuant:
     strides: Tuple[int, ...]
     pads: Tuple[int, ...]
     input_scale: Optional[float] = None            # per tensor
+    input_zero_point: int = 0                      # as the ONNX writes it: 0 (int8) or 128 (uint8)
     weight_scales: Optional[np.ndarray] = None     # [out channels], axis 0
     weight_q: Optional[np.ndarray] = field(default=None, repr=False)   # int8, = round(W / s)
     weight_float: Optional[np.ndarray] = field(default=None, repr=False)   # a float conv's kernel
@@ -186,6 +187,7 @@ def read_onnx_scales(path: str) -> List[ConvQuant]:
             if w is None:
                 raise ScalesError(f"{where}: quantized input but float weights (not what tools/quant.py writes)")
             c.input_scale = float(s.reshape(()))
+            c.input_zero_point = int(zp.reshape(-1)[0])
         elif w is not None:
             raise ScalesError(f"{where}: quantized weights but a float input (not what tools/quant.py writes)")
         convs.append(c)

@@ -108,14 +108,22 @@ def run_int8_check(a) -> int:
     print(f"{a.int8_from}: INT8 TensorRT layer graph on the CPU ({rep['layers']} layers; {q['quantized_convs']} "
           f"convs with Q/DQ, float: {', '.join(q['float_convs']) or 'none'}) vs onnxruntime on "
           f"{os.path.basename(q['scales'])}, input {rep['batch']}x3x{rep['img_size'][0]}x{rep['img_size'][1]}")
-    for key, what in (("same_placement", "its Q/DQ at TensorRT's placement"), ("file", "the file as written"),
-                      ("int8_vs_fp32", "(INT8 graph vs its FP32 graph)"), ("file_vs_fp32", "(the file vs FP32)")):
-        b, s = rep[key]["box_px"], rep[key]["score"]
-        print(f"  {what}: boxes p99 {b['q0.99']:.3g} max {b['max']:.3g} px, scores p99 {s['q0.99']:.3g} "
-              f"max {s['max']:.3g}")
-    print(f"  allowed (same placement, max): boxes {rep['allowed_same_placement']['box_px']:.3g} px, scores "
-          f"{rep['allowed_same_placement']['score']:.3g}; kernel values our BN fold rounds one step off "
-          f"PaddleSlim's: {q['weight_flips']}")
+    pl, ni, fd = rep["per_layer"], rep["network_integers"], rep["first_divergence"]
+    print(f"  per layer: onnxruntime's conv inputs quantized with the network's scales: {pl['differ']} of "
+          f"{pl['values']} integers differ from onnxruntime's")
+    sg, tail = rep["segments"], rep["segments"]["output"]
+    print(f"  part by part (each Q passing on onnxruntime's integers): {sg['differ']} of {sg['values']} conv-input "
+          f"integers differ (up to {sg['max_steps']} step); output from the same integers: boxes max "
+          f"{tail['box_px']['max']:.3g} px, scores {tail['score']['max']:.3g}")
+    print(f"  free run: {ni['differ']} of {ni['values']} conv-input integers differ (up to {ni['max_steps']} steps), "
+          "first at " + ("none" if fd is None else f"{fd['conv']} ({fd['differ']} of {fd['values']})"))
+    for key, what in (("same_placement", "Q/DQ at TensorRT's placement"), ("file", "the file as written")):
+        o = rep["outputs"][key]
+        b, sc, eb, es = o["diff"]["box_px"], o["diff"]["score"], o["int8_vs_fp32"]["box_px"], o["int8_vs_fp32"]["score"]
+        print(f"  output vs onnxruntime, {what}: boxes p99 {b['q0.99']:.3g} max {b['max']:.3g} px, scores p99 "
+              f"{sc['q0.99']:.3g} max {sc['max']:.3g} (that model vs FP32: boxes p99 {eb['q0.99']:.3g} px, "
+              f"scores p99 {es['q0.99']:.3g})")
+    print(f"  kernel values our BN fold rounds one step off PaddleSlim's: {q['weight_flips']}")
     if a.json:
         from ppyolo_slim.utils.io import write_json
         write_json(a.json, rep)
