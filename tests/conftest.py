@@ -28,6 +28,42 @@ def tiny_weights(tmp_path_factory):
     return path
 
 
+# tools/quant.py on tiny models (tests/test_quant.py, tests/test_deploy_qdq.py, tests/test_deploy_api.py)
+QUANT_TINY = ["img_size=64", "quant.algo=hist", "quant.calib_images=8", "quant.calib_batch=4",
+              "quant.check_images=4", "workers=0", "log.images=0", "eval.batch_size=8"]
+
+
+def quant_tiny_opts(data, *extra):
+    return [f"data={data}"] + QUANT_TINY + list(extra)
+
+
+@pytest.fixture(scope="session")
+def tiny5_weights(tiny_data, tmp_path_factory):
+    """A random-weight yolov5n for the tiny set's classes, saved: its .pdparams path."""
+    from ppyolo_slim.data import load_data
+    from ppyolo_slim.model import ModelMeta, build_model, save_weights
+    import paddle
+    names = list(load_data(tiny_data, verbose=False).names)
+    meta = ModelMeta(nc=len(names), names=names, img_size=64)
+    paddle.seed(5)      # the same model every run: the INT8 figures tests compare are then reproducible
+    path = str(tmp_path_factory.mktemp("w5") / "tiny5.pdparams")
+    save_weights(path, build_model(meta).state_dict(), meta)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ptq_dir(tiny_data, tiny5_weights, tmp_path_factory):
+    """tools/quant.py --method ptq of tiny5_weights: the output folder (read only)."""
+    from ppyolo_slim.compat import int8_unsupported
+    if int8_unsupported() is not None:     # Paddle 3: INT8 is refused (docs/paddle3.md)
+        pytest.skip(str(int8_unsupported()))
+    out = str(tmp_path_factory.mktemp("ptq") / "int8")
+    rc = load_tool("quant").main(["-c", "configs/quant.yml", "--weights", tiny5_weights, "--method", "ptq",
+                                  "--output", out, "-o"] + quant_tiny_opts(tiny_data))
+    assert rc == 0
+    return out
+
+
 def tiny_train_overrides(data_yaml, out_dir, **extra):
     o = {"data": data_yaml, "output_dir": str(out_dir), "epochs": 2, "img_size": 64, "batch_size": 8,
          "eval.interval": 1, "workers": 0, "log.images": 2, "log.interval": 1,

@@ -45,9 +45,12 @@ def api():
 
 
 @pytest.fixture(scope="module")
-def recorded():
-    """The API log of builds covering every code path of the builder."""
+def recorded(ptq_dir):
+    """The API log of builds covering every code path of the builder (INT8: explicit Q/DQ with the
+    scales of a tools/quant.py folder)."""
+    from ppyolo_slim.deploy.qdq_scales import load_qdq_scales
     from ppyolo_slim.model import ModelMeta, build_model
+    scales = load_qdq_scales(ptq_dir)
     meta = ModelMeta(nc=2, names=["a", "b"])
     import paddle
     paddle.seed(0)
@@ -59,6 +62,9 @@ def recorded():
     for o in variants:
         flags = (1 << numpy_net.NetworkDefinitionCreationFlag.STRONGLY_TYPED.value) if o.fp16_graph else 0
         B.build_network(numpy_net.create_network(flags), numpy_net, state, meta, o)
+    q_state, q_meta = B.load_checkpoint(scales.weights)
+    B.build_network(numpy_net.create_network(1 << numpy_net.NetworkDefinitionCreationFlag.STRONGLY_TYPED.value),
+                    numpy_net, q_state, q_meta, B.BuildOptions(img_size=64, int8=scales))
     log = list(numpy_net.API_LOG)
     numpy_net.clear_api_log()
     return log
@@ -130,6 +136,8 @@ def test_every_recorded_builder_call_exists_in_tensorrt(api, recorded):
     assert any(n == "add_convolution_nd" for _, n, _, _ in used)
     assert any(n == "add_plugin_v2" for _, n, _, _ in used) and any(n == "add_scale" for _, n, _, _ in used)
     assert any(o == "IResizeLayer" and n == "scales" for o, n, _, _ in used)
+    assert {("INetworkDefinition", "add_quantize"), ("INetworkDefinition", "add_dequantize"), ("IQuantizeLayer", "axis"),
+            ("IConvolutionLayer", "set_input")} <= {(o, n) for o, n, _, _ in used}
     errors = [e for e in (_check_entry(api, *u) for u in used) if e]
     assert not errors, "TensorRT calls that the real API does not accept:\n" + "\n".join(errors)
 
@@ -294,7 +302,8 @@ def _fake_tensorrt(log, calls, major=10):
     trt.init_libnvinfer_plugins = method("<module>", "init_libnvinfer_plugins", True)
     trt.MemoryPoolType = enum(WORKSPACE=0)
     # 11 has no FP16 / INT8 builder flags (the 11.4 bindings' strings list the rest, TF32 among them)
-    trt.BuilderFlag = enum(FP16=0, INT8=1, TF32=6) if major == 10 else enum(TF32=object())
+    trt.BuilderFlag = enum(FP16=0, INT8=1, TF32=6, OBEY_PRECISION_CONSTRAINTS=11) if major == 10 \
+        else enum(TF32=object())
     trt.NetworkDefinitionCreationFlag = numpy_net.creation_flag_enum(major)
 
     class IInt8EntropyCalibrator2:
@@ -324,8 +333,8 @@ def _fake_tensorrt(log, calls, major=10):
     return trt
 
 
-@pytest.mark.parametrize("kind", ["fp16_dynamic_nms", "int8", "tensorrt11_fp16"])
-def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["fp16_dynamic_nms", "int8", "tensorrt11_fp16", "int8_qdq", "tensorrt11_int8_qdq"])
+def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, monkeypatch, ptq_dir):
     """ppyolo_slim/deploy/engine.py end to end (flags, profile, calibrator, atomic engine + sidecar) against a
     fake TensorRT whose builder hands out the stand-in network; every call it receives is then
     checked against the stubs. This is the closest to an engine build these machines allow."""
@@ -352,6 +361,13 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
         for i in range(2):
             cv2.imwrite(str(d / f"{i}.png"), np.full((32, 48, 3), 60 * i, np.uint8))
         o.int8, o.calib_dir, o.calib_cache, o.calib_batch = True, str(d), str(tmp_path / "c.cache"), 1
+        o.dynamic = (1, 2, 4)        # TensorRT calibrates at the opt shape: batches of 2, whatever --calib-batch
+        from ppyolo_slim.deploy import calibrator as C
+        real_make, calib_batches = C.make_entropy_calibrator, []
+        monkeypatch.setattr(C, "make_entropy_calibrator",
+                            lambda t, images, *a: calib_batches.append(images.batch) or real_make(t, images, *a))
+    elif kind.endswith("int8_qdq"):
+        o.int8_from, weights = ptq_dir, None          # the folder's report names the weights
     else:
         o.fp16 = True
     out = str(tmp_path / "m.engine")
@@ -367,9 +383,18 @@ def test_engine_build_path_with_a_recording_fake_tensorrt(api, kind, tmp_path, m
         assert side["batch"] == {"min": 1, "opt": 2, "max": 4} and side["outputs"][0]["name"] == "nms_indices"
         assert side["nms"]["backend_used"] == "layer"
         assert [c for c in calls if c[0] == "set_shape"][0][1][1:] == ((1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64))
-    elif kind == "int8":
-        assert set(flags) == {trt.BuilderFlag.FP16, trt.BuilderFlag.INT8} and side["precision"] == "int8"
-        assert ("IBuilderConfig", "int8_calibrator", -1, ()) in log and created == 0
+    elif kind == "int8":      # the decode held in FP32, obeyed
+        assert set(flags) == {trt.BuilderFlag.FP16, trt.BuilderFlag.INT8, trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS}
+        assert ("IBuilderConfig", "int8_calibrator", -1, ()) in log and created == 0 and side["precision"] == "int8"
+        assert calib_batches == [2] and ("IBuilderConfig", "set_calibration_profile", 1, ()) in log
+        pinned = [e for e in numpy_net.API_LOG if e[1] == "set_output_type"]
+        assert any(e[0] == "IActivationLayer" for e in pinned) and any(e[0] == "IElementWiseLayer" for e in pinned)
+        assert not any(e[0] == "IConvolutionLayer" for e in pinned)
+    elif kind.endswith("int8_qdq"):     # explicit Q/DQ: strongly typed on 10 and 11, no precision flag
+        assert flags == [] and side["strongly_typed"] and side["precision"] == "int8"
+        assert created == 1 << (0 if kind.startswith("tensorrt11") else 1)
+        assert side["int8"]["quantized_convs"] == 57 and side["weights"].endswith("tiny5.pdparams")
+        assert ("INetworkDefinition", "add_quantize", 2, ()) in numpy_net.API_LOG
     else:        # TensorRT 11: STRONGLY_TYPED is bit 0 there (bit 1 is PREFER_JIT_PYTHON_PLUGINS)
         assert flags == [] and side["strongly_typed"] and side["precision"] == "fp16"
         assert created == 1 << 0

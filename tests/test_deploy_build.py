@@ -335,6 +335,12 @@ def test_precision_plans_for_tensorrt_10_and_11():
         precision_plan(t11, fp16=False, int8=True)
     with pytest.raises(TensorRTUnavailable, match="INT8"):
         precision_plan(t10, fp16=False, int8=True, strongly_typed=True)
+    for t in (t10, t11):      # explicit Q/DQ: strongly typed FP32 graph, no precision flag, on both
+        p = precision_plan(t, fp16=False, int8=False, int8_qdq=True)
+        assert p["strongly_typed"] and not (p["int8_flag"] or p["fp16_flag"] or p["fp16_graph"])
+        assert p["precision"] == "int8"
+    with pytest.raises(ValueError, match="int8-from"):
+        precision_plan(t10, fp16=True, int8=False, int8_qdq=True)
 
 
 def test_calibrator_batches_cache_and_letterbox(tmp_path):

@@ -10,40 +10,11 @@ import numpy as np
 import pytest
 
 import ppyolo_slim  # noqa: F401  (import order)
-from conftest import load_tool
+from conftest import QUANT_TINY as TINY, load_tool, quant_tiny_opts as tiny_opts
 from ppyolo_slim.compat import int8_unsupported
 
 NO_INT8 = int8_unsupported()   # None on Paddle 2.6; on Paddle 3 why INT8 cannot run there
 needs_int8 = pytest.mark.skipif(NO_INT8 is not None, reason=str(NO_INT8))
-
-TINY = ["img_size=64", "quant.algo=hist", "quant.calib_images=8", "quant.calib_batch=4", "quant.check_images=4",
-        "workers=0", "log.images=0", "eval.batch_size=8"]
-
-
-def tiny_opts(data, *extra):
-    return [f"data={data}"] + TINY + list(extra)
-
-
-@pytest.fixture(scope="module")
-def tiny5_weights(tiny_data, tmp_path_factory):
-    """A random-weight yolov5n for the tiny set's classes, saved: its .pdparams path."""
-    from ppyolo_slim.data import load_data
-    from ppyolo_slim.model import ModelMeta, build_model, save_weights
-    names = list(load_data(tiny_data, verbose=False).names)
-    meta = ModelMeta(nc=len(names), names=names, img_size=64)
-    path = str(tmp_path_factory.mktemp("w5") / "tiny5.pdparams")
-    save_weights(path, build_model(meta).state_dict(), meta)
-    return path
-
-
-@pytest.fixture(scope="module")
-def ptq_dir(tiny_data, tiny5_weights, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("ptq") / "int8")
-    tool = load_tool("quant")
-    rc = tool.main(["-c", "configs/quant.yml", "--weights", tiny5_weights, "--method", "ptq", "--output", out,
-                    "-o"] + tiny_opts(tiny_data))
-    assert rc == 0
-    return out
 
 
 @needs_int8

@@ -15,6 +15,12 @@ Block emitters mirror ``ppyolo_slim/model/blocks.py`` one for one (``EMITTERS`` 
 same keys as ``yolo._BLOCKS``): Conv = conv (BN folded) + SiLU (sigmoid * x: TensorRT has
 no SiLU activation), C3, Bottleneck with/without shortcut, SPPF (three 5x5 max pools),
 nearest x2 resize, concat, and the Detect head with the box decode inside the network.
+
+INT8 (``BuildOptions.int8``, the scales of a tools/quant.py folder, qdq_scales.py) is explicit
+quantization as TensorRT's guide places it: a Q/DQ pair on each quantized conv's input
+(per-tensor scale) and on its kernel (per-channel scales, axis 0), the conv reading the
+dequantized kernel as input 1; TensorRT fuses them into an INT8 conv. Conv outputs, SiLU,
+adds, concats and the whole Detect decode stay float (the convs PaddleSlim left float too).
 """
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ from ppyolo_slim.model.channels import ConvSpec, ResolvedLayer, WeightShapeError
 from ppyolo_slim.model.spec import NetSpec, expand
 from ppyolo_slim.model import read_weights
 from ppyolo_slim.model.weights import CheckpointError, ModelMeta
+
+from .qdq_scales import QDQScales, ScalesError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output"
@@ -62,6 +70,7 @@ class BuildOptions:
     bn_as_scale: bool = False                 # BN as an IScaleLayer (tensorrtx style) instead of folded
     float64_weights: bool = False             # the CPU check's exact comparison only (TensorRT has no float64)
     nms: Optional[NMSOptions] = None
+    int8: Optional[QDQScales] = None          # explicit Q/DQ with these scales (a strongly typed FP32 graph)
 
 
 @dataclass
@@ -75,6 +84,8 @@ class BuiltNetwork:
     num_layers: int
     keep: List[np.ndarray] = field(default_factory=list, repr=False)  # weights TensorRT points at
     nms_backend: Optional[str] = None     # "layer" (INMSLayer) or "plugin" (EfficientNMS_TRT)
+    int8: Optional[Dict[str, Any]] = None    # what was quantized, with which file's scales
+    decode_layers: List[str] = field(default_factory=list)   # after the Detect convs: box decode (+ NMS)
 
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, np.ndarray], ModelMeta]:
@@ -103,6 +114,7 @@ class _Emitter:
         self.wdtype = np.float16 if opts.fp16_graph else (np.float64 if opts.float64_weights else np.float32)
         self.keep: List[np.ndarray] = []
         self.eps = float(np.float32(_bn_eps()))   # Paddle's batch_norm holds epsilon as a float32 attribute
+        self.weight_flips = 0        # INT8: kernel values our folding rounds one step off PaddleSlim's
 
     # -- helpers
     def weights(self, a: np.ndarray, dtype=None):
@@ -152,18 +164,53 @@ class _Emitter:
         shift = beta - mean * scale
         if self.opts.bn_as_scale:
             layer = self.network.add_convolution_nd(x, cs.c2, (cs.k, cs.k), self.weights(w))
+            layer.stride_nd = (cs.s, cs.s)
+            layer.padding_nd = (cs.p, cs.p)
+            y = self.out(layer, f"{cs.name}.conv")
         else:
-            layer = self.network.add_convolution_nd(
-                input=x, num_output_maps=cs.c2, kernel_shape=(cs.k, cs.k),
-                kernel=self.weights(w * scale[:, None, None, None]), bias=self.weights(shift))
-        layer.stride_nd = (cs.s, cs.s)
-        layer.padding_nd = (cs.p, cs.p)
-        y = self.out(layer, f"{cs.name}.conv")
+            y = self.conv_layer(x, cs.name, w * scale[:, None, None, None], shift, cs.s, cs.p, f"{cs.name}.conv")
         if self.opts.bn_as_scale:
             bn = self.network.add_scale(y, self.trt.ScaleMode.CHANNEL, shift=self.weights(shift),
                                         scale=self.weights(scale))
             y = self.out(bn, f"{cs.name}.bn")
         return self.silu(y, cs.name)
+
+    def conv_layer(self, x, name: str, kernel: np.ndarray, bias: np.ndarray, s: int, p: int, out_name: str):
+        """A conv with float kernel and bias; with INT8 scales for it, Q/DQ on its input and kernel."""
+        c_out, k = kernel.shape[0], kernel.shape[2]
+        q, steps = self.opts.int8.take(name, kernel, s, p) if self.opts.int8 is not None else (None, 0)
+        if q is None or not q.quantized:
+            layer = self.network.add_convolution_nd(
+                input=x, num_output_maps=c_out, kernel_shape=(k, k), kernel=self.weights(kernel),
+                bias=self.weights(bias))
+        else:
+            kernel_q = self.int8_kernel(q, steps)
+            xq = self.qdq(x, np.float32(q.input_scale), f"{name}.input")
+            wq = self.qdq(self.constant(kernel_q, f"{name}.weight"), q.weight_scales, f"{name}.weight", axis=0)
+            layer = self.network.add_convolution_nd(
+                input=xq, num_output_maps=c_out, kernel_shape=(k, k), kernel=self.trt.Weights(),
+                bias=self.weights(bias))
+            layer.set_input(1, wq)           # the kernel as a tensor: the dequantized INT8 kernel
+        layer.stride_nd = (s, s)
+        layer.padding_nd = (p, p)
+        return self.out(layer, out_name)
+
+    def int8_kernel(self, q, steps: int) -> np.ndarray:
+        """PaddleSlim's integer kernel x its scales: TensorRT's Q gives those integers back. (Our
+        own folded kernel quantizes to them but for ``steps`` values one step off: qdq_scales.take.)"""
+        self.weight_flips += steps
+        return (q.weight_q.astype(np.float32) * q.weight_scales.reshape(-1, 1, 1, 1)).astype(np.float32)
+
+    def qdq(self, x, scale, name: str, axis: Optional[int] = None):
+        """IQuantizeLayer (INT8, zero point 0) then IDequantizeLayer with the same constant scale."""
+        s = self.constant(np.asarray(scale, np.float32), f"{name}.scale", dtype=np.float32)
+        q = self.network.add_quantize(x, s)
+        if axis is not None:
+            q.axis = axis
+        dq = self.network.add_dequantize(self.out(q, f"{name}.quantize"), s)
+        if axis is not None:
+            dq.axis = axis
+        return self.out(dq, f"{name}.dequantize")
 
     def c3(self, x, r: ResolvedLayer):
         a = self.conv(x, r.convs["cv1"])
@@ -226,8 +273,7 @@ class _Emitter:
             name = f"{r.name}.m.{i}"
             wt = self.param(f"{name}.weight", (c_out, c_in, 1, 1))
             bias = self.param(f"{name}.bias", (c_out,))
-            conv = self.network.add_convolution_nd(xs[i], c_out, (1, 1), self.weights(wt), self.weights(bias))
-            y = self.out(conv, name)
+            y = self.conv_layer(xs[i], name, wt, bias, 1, 0, name)
             if self.opts.fp16_graph:     # the decode runs in FP32: half spacing is 0.5 px at 700 px
                 y = self.out(self.network.add_cast(y, trt.float32), f"{name}.to_float")
             stride = int(net.strides[i])
@@ -388,7 +434,12 @@ def build_network(network, trt, state: Mapping[str, np.ndarray], meta: ModelMeta
     """
     net = netspec_for(meta)
     opts = opts or BuildOptions()
+    if opts.int8 is not None and (opts.fp16_graph or opts.bn_as_scale or opts.float64_weights):
+        raise ValueError("INT8 (explicit Q/DQ) is built on the FP32 graph with BN folded: not with FP16, "
+                         "--bn-as-scale or float64 weights")
     opts = replace(opts, img_size=_img_hw(opts.img_size, net))
+    if opts.int8 is not None:     # a fresh record of which conv took which scales
+        opts = replace(opts, int8=replace(opts.int8, used={}))
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     layers = resolve(net, shapes)                      # channel counts from the weights
     e = _Emitter(network, trt, state, net, opts)
@@ -418,10 +469,21 @@ def build_network(network, trt, state: Mapping[str, np.ndarray], meta: ModelMeta
         nms_backend, nmsd = e.nms(pred, net.nc, opts.nms)
         names = NMS_OUTPUTS if nms_backend == "plugin" else NMS_LAYER_OUTPUTS
         results = list(zip(names, nmsd))
+    int8 = None
+    if opts.int8 is not None:
+        opts.int8.finish()
+        q = [n for n, c in zip(opts.int8.used, opts.int8.convs) if c.quantized]
+        int8 = {"scales": opts.int8.source, "method": opts.int8.method, "quantized_convs": len(q),
+                "float_convs": [n for n in opts.int8.used if n not in q], "weight_flips": e.weight_flips,
+                "onnx_convs": dict(opts.int8.used)}
+    detect = layers[-1].name
+    heads = {f"{detect}.m.{i}" for i in range(len(layers[-1].detect))}
+    decode = [network.get_layer(i).name for i in range(network.num_layers)]
+    decode = [n for n in decode if (n.startswith(detect + ".") and n not in heads) or n.startswith("nms.")]
     outputs = []
     for name, t in results:       # float outputs are float32 in the FP16 graph too (decode in FP32)
         t.name = name
         network.mark_output(t)
         outputs.append((name, tuple(t.shape)))
     return BuiltNetwork(INPUT_NAME, (batch, 3, h, w), outputs, meta.nc, list(meta.names),
-                        network.num_layers, e.keep, nms_backend)
+                        network.num_layers, e.keep, nms_backend, int8, decode)

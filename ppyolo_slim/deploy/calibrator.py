@@ -5,6 +5,13 @@ Images are letterboxed exactly as training and inference see them
 measures are the ones the engine will meet. The calibration table is cached: a second
 build with the same ``--calib-cache`` skips calibration (delete the file to redo it).
 
+TensorRT 10 only (11 removed implicit quantization): the explicit Q/DQ network built from a
+tools/quant.py folder (``--int8-from``, qdq_scales.py) is the INT8 path of both majors.
+Two things the calibration must get right: TensorRT calibrates at the optimisation
+profile's opt shape, so the batches have the opt batch (engine.py); and the box decode after
+the Detect convs computes pixel coordinates, which an 8-bit grid would ruin (boxes off by tens
+of px), so :func:`pin_float32` holds those layers in FP32.
+
 The calibrator's logic lives in :class:`CalibratorLogic` (plain Python, tested on the
 CPU with a fake device); :func:`make_entropy_calibrator` mixes it into
 ``trt.IInt8EntropyCalibrator2``, which only exists with real TensorRT.
@@ -99,6 +106,24 @@ class CalibratorLogic:
         if self.cache_file:
             from ppyolo_slim.utils.io import atomic_write_bytes
             atomic_write_bytes(self.cache_file, bytes(cache))
+
+
+def pin_float32(network, config, trt, names: Sequence[str]) -> int:
+    """Hold the layers ``names`` (the decode) in FP32 in a weakly typed INT8 build: precision and
+    output types FP32, and the builder told to obey (not just prefer) them. Layers with a
+    non-float output (NMS indices, int32 constants) are left alone. Returns how many were pinned."""
+    wanted, n = set(names), 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if layer.name not in wanted or any(t.dtype != trt.float32 for t in outs):
+            continue
+        layer.precision = trt.float32
+        for j in range(len(outs)):
+            layer.set_output_type(j, trt.float32)
+        n += 1
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    return n
 
 
 def make_entropy_calibrator(trt, batches: CalibrationImages, cache_file: str, device, log=print):

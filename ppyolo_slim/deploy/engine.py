@@ -3,8 +3,10 @@
 TensorRT 10/11 API: ``Builder.create_network`` (explicit batch is the only mode),
 ``build_serialized_network``, named I/O tensors, an optimisation profile for a dynamic
 batch, ``set_memory_pool_limit`` for the workspace, TF32 cleared unless asked for. FP16 is
-the strongly typed FP16 graph on both majors; INT8 (TensorRT 10 only) uses builder flags on
-a weakly typed network (see trt_compat.precision_plan).
+the strongly typed FP16 graph on both majors; INT8 from a tools/quant.py folder
+(``int8_from``) is explicit Q/DQ in a strongly typed graph, on both majors; INT8 with the
+calibrator (TensorRT 10 only) uses builder flags on a weakly typed network, calibrating at
+the profile's opt batch, with the box decode pinned to FP32 (see trt_compat.precision_plan).
 
 NEVER RUN on the machines this was written on (no GPU, no TensorRT): see deploy/README.md.
 """
@@ -37,6 +39,7 @@ class EngineOptions:
     calib_cache: Optional[str] = None
     calib_batch: int = 8
     calib_images: int = 512
+    int8_from: Optional[str] = None  # a tools/quant.py output folder: explicit Q/DQ with its scales
     bn_as_scale: bool = False
     tf32: bool = False           # TensorRT enables TF32 by default; off, so that "fp32" is FP32
     verbose: bool = False
@@ -50,10 +53,18 @@ def sidecar_path(engine_path: str) -> str:
 def build_engine(weights: str, engine_path: str, o: EngineOptions, log=print) -> Dict[str, Any]:
     """Build and write the engine and its sidecar atomically; returns the sidecar dict."""
     trt, gpu = require_tensorrt_and_gpu()
-    plan = precision_plan(trt, o.fp16, o.int8, o.strongly_typed)
+    plan = precision_plan(trt, o.fp16, o.int8, o.strongly_typed, int8_qdq=o.int8_from is not None)
     log(f"TensorRT {trt.__version__}, {gpu}; precision {plan['precision']}"
-        + (" (strongly typed FP16 graph)" if plan["fp16_graph"] else ""))
-    state, meta = load_checkpoint(weights)
+        + (" (strongly typed FP16 graph)" if plan["fp16_graph"] else "")
+        + (f" (explicit Q/DQ, scales of {o.int8_from})" if o.int8_from else ""))
+    scales = None
+    if o.int8_from:
+        from .qdq_check import int8_weights
+        from .qdq_scales import load_qdq_scales
+        scales = load_qdq_scales(o.int8_from)
+        state, meta, weights = int8_weights(scales, weights)
+    else:
+        state, meta = load_checkpoint(weights)
 
     logger = trt.Logger(trt.Logger.VERBOSE if o.verbose else trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")          # registers EfficientNMS_TRT
@@ -69,7 +80,7 @@ def build_engine(weights: str, engine_path: str, o: EngineOptions, log=print) ->
 
     dyn = o.dynamic
     bopts = BuildOptions(img_size=o.img_size, batch=o.batch, dynamic_batch=dyn is not None,
-                         fp16_graph=plan["fp16_graph"], bn_as_scale=o.bn_as_scale, nms=o.nms)
+                         fp16_graph=plan["fp16_graph"], bn_as_scale=o.bn_as_scale, nms=o.nms, int8=scales)
     built = build_network(network, trt, state, meta, bopts)
     h, w = built.input_shape[2:]
 
@@ -88,7 +99,9 @@ def build_engine(weights: str, engine_path: str, o: EngineOptions, log=print) ->
         config.set_flag(trt.BuilderFlag.FP16)
     calibrator = None
     if plan["int8_flag"]:
+        from .calibrator import pin_float32
         calibrator = _int8_calibrator(trt, o, (h, w), dyn, log)
+        pin_float32(network, config, trt, built.decode_layers)    # pixel boxes never on an 8-bit grid
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
         if profile is not None:
@@ -110,7 +123,7 @@ def build_engine(weights: str, engine_path: str, o: EngineOptions, log=print) ->
                  {"min": o.batch, "opt": o.batch, "max": o.batch},
         "nc": built.nc, "names": built.names, "anchors": meta.anchors,
         "nms": None if o.nms is None else dict(vars(o.nms), backend_used=built.nms_backend),
-        "layers": built.num_layers,
+        "layers": built.num_layers, "int8": built.int8,
         "build_seconds": round(time.time() - t0, 1), "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **o.extra,
     }
@@ -125,12 +138,10 @@ def _int8_calibrator(trt, o: EngineOptions, hw, dyn, log):
     cache = o.calib_cache
     if not o.calib_dir and not (cache and os.path.isfile(cache)):
         raise ValueError("--int8 needs --calib-dir (a folder of representative images) or an existing --calib-cache")
-    batch = o.calib_batch
-    if dyn is not None and not dyn[0] <= batch <= dyn[2]:
-        raise ValueError(f"--calib-batch {batch} is outside the dynamic batch range {dyn[0]}..{dyn[2]}")
-    if dyn is None and batch != o.batch:
-        log(f"calibrating with the engine's fixed batch {o.batch} (not --calib-batch {batch})")
-        batch = o.batch
+    batch = dyn[1] if dyn is not None else o.batch   # TensorRT calibrates at the profile's opt shape
+    if o.calib_batch != batch:
+        log(f"calibrating with batch {batch}, the engine's {'opt' if dyn else 'fixed'} batch "
+            f"(not --calib-batch {o.calib_batch}): TensorRT calibrates at the profile's opt shape")
     images = CalibrationImages(o.calib_dir, hw, batch, o.calib_images) if o.calib_dir else _NoImages(batch)
     return make_entropy_calibrator(trt, images, cache or "", get_backend(), log)
 

@@ -325,6 +325,13 @@ class ILayer:
         self._inputs[index] = tensor
         self._network._version += 1
 
+    def set_output_type(self, index: int, dtype: DataType) -> None:
+        """A weakly typed network's type constraint; the stand-in computes FP32 anyway."""
+        API_LOG.append((self._TRT_CLASS, "set_output_type", 2, ()))
+        if not 0 <= index < len(self._outputs):
+            raise self._err(f"set_output_type({index}): the layer has {len(self._outputs)} outputs")
+        self.__dict__.setdefault("_output_types", {})[index] = dtype
+
     @property
     def num_inputs(self) -> int:
         return len(self._inputs)

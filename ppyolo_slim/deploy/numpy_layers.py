@@ -106,13 +106,34 @@ class IConvolutionLayer(_Windowed):
         if c % g or K % g:
             raise self._err(f"{c} input / {K} output channels do not divide into {g} groups")
         want = K * (c // g) * k[0] * k[1]
-        if self.kernel.size != want:
+        kt = self._kernel_tensor()
+        if kt is not None:      # the kernel as input 1 (e.g. a dequantized INT8 kernel): weights left empty
+            if self.kernel.size:
+                raise self._err("kernel given both as weights and as input 1; leave the weights empty")
+            if tuple(kt.shape) != (K, c // g) + k:
+                raise self._err(f"kernel input {kt.name!r} has shape {kt.shape}, expected {(K, c // g) + k}")
+            if kt.dtype != x.dtype:
+                raise self._err(f"kernel input is {kt.dtype.name}, the input is {x.dtype.name}")
+        elif self.kernel.size != want:
             raise self._err(f"kernel has {self.kernel.size} weights; {K} maps x {c // g} channels x "
                             f"{k[0]}x{k[1]} need {want} (does the input really have {c} channels?)")
         if self.bias is not None and self.bias.size not in (0, K):
             raise self._err(f"bias has {self.bias.size} values, expected {K}")
         self._check_types()
         return k
+
+    def _kernel_tensor(self):
+        return self._inputs[1] if len(self._inputs) > 1 else None
+
+    def set_input(self, index, tensor):
+        """TensorRT: input 1 is the kernel (then the kernel weights stay empty); input 2 the bias."""
+        if index != 1:
+            return super().set_input(index, tensor)
+        API_LOG.append((self._TRT_CLASS, "set_input", 2, ()))
+        if len(self._inputs) == 1:
+            self._inputs.append(tensor)
+        self._inputs[1] = tensor
+        self._network._version += 1
 
     def _check_types(self):
         x = self._in()
@@ -134,7 +155,8 @@ class IConvolutionLayer(_Windowed):
         d = _dims(self.dilation_nd, 2)
         K, g = self.num_output_maps, self.num_groups
         c = x.shape[1]
-        w = self._coef(self.kernel).reshape(K, c // g, k[0], k[1])
+        kernel = xs[1] if self._kernel_tensor() is not None else self.kernel
+        w = self._coef(kernel).reshape(K, c // g, k[0], k[1])
         win = self._windows(x, k, d, 0.0)                       # N, C, oh, ow, kh, kw
         n, _, oh, ow = win.shape[:4]
         outs = []

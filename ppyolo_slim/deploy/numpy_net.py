@@ -6,8 +6,8 @@ take the same argument names, in the same order, as the TensorRT 10 Python API, 
 layers follow TensorRT's documented semantics (output sizes, padding, pooling windows,
 resize coordinate mapping and rounding, scale modes, elementwise broadcasting, shuffle
 transpose/reshape with 0 and -1, concatenation's default axis, EfficientNMS_TRT's
-output layout). Every API call and layer attribute set is recorded in :data:`API_LOG`,
-so a test can check each one against the real API's signatures (tensorrt-stubs).
+output layout, INT8 quantize/dequantize in numpy_quant.py). Every API call and layer
+attribute set is recorded in :data:`API_LOG`, so a test can check each one against the real API's signatures (tensorrt-stubs).
 
 Only what the builder needs is implemented; anything else raises NotImplementedError
 rather than guessing. Half-precision tensors are emulated by computing in float32 and
@@ -20,7 +20,7 @@ layers), numpy_plugins.py (plugin registry, EfficientNMS_TRT); this module is th
 from __future__ import annotations
 
 import enum  # noqa: F401  (tests look for the Enum classes through this namespace)
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from .numpy_core import (API_LOG, CREATION_FLAG_VALUES, ActivationType, Bounding
 from .numpy_layers import (IActivationLayer, ICastLayer, IConcatenationLayer, IConstantLayer,  # noqa: F401
                            IConvolutionLayer, IElementWiseLayer, IGatherLayer, INMSLayer, IPoolingLayer,
                            IResizeLayer, IScaleLayer, IShuffleLayer)
+from .numpy_quant import IDequantizeLayer, IQuantizeLayer  # noqa: F401
 from .numpy_plugins import (EfficientNMSPlugin, IPluginCreator, IPluginCreatorV3One,  # noqa: F401
                             IPluginRegistry, IPluginV2Layer, PluginField, PluginFieldCollection,
                             get_plugin_registry, init_libnvinfer_plugins)
@@ -143,6 +144,14 @@ class NumpyNetwork:
         return self._add(INMSLayer(self, boxes, scores, max_output_boxes_per_class))
 
     @_api("INetworkDefinition")
+    def add_quantize(self, input, scale, output_type=DataType.INT8):
+        return self._add(IQuantizeLayer(self, input, scale, output_type))
+
+    @_api("INetworkDefinition")
+    def add_dequantize(self, input, scale, output_type=DataType.FLOAT):
+        return self._add(IDequantizeLayer(self, input, scale, output_type))
+
+    @_api("INetworkDefinition")
     def add_plugin_v2(self, inputs, plugin):
         return self._add(IPluginV2Layer(self, inputs, plugin))
 
@@ -185,9 +194,15 @@ class NumpyNetwork:
         if len(set(names)) != len(names):
             raise NetworkDefinitionError(f"network inputs/outputs need distinct names, got {names}")
 
-    def run(self, feeds: Dict[str, np.ndarray], raw: bool = False) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Dict[str, np.ndarray], raw: bool = False,
+            overrides: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
         """Execute on concrete inputs; returns every marked output by name (in its TensorRT
-        type, or with ``raw`` as computed: float64 in a float64 network)."""
+        type, or with ``raw`` as computed: float64 in a float64 network). ``overrides`` (tensor
+        name -> value): the layers downstream read that value instead of the computed one, while
+        a marked output still returns what was computed; so a check can feed each part of the
+        graph another runtime's values and compare part by part."""
+        overrides = overrides or {}
+        computed: Dict[int, np.ndarray] = {}
         self._check_names()
         vals: Dict[int, np.ndarray] = {}
         for t in self._inputs:
@@ -208,11 +223,15 @@ class NumpyNetwork:
             for layer in ready:
                 ins = [None if t is None else vals[id(t)] for t in layer._inputs]
                 for t, y in zip(layer._outputs, layer._run(ins)):
+                    if t.name in overrides:
+                        computed[id(t)] = y
+                        y = np.asarray(overrides[t.name]).astype(y.dtype, copy=False).reshape(y.shape)
                     vals[id(t)] = y
             pending = [layer for layer in pending if layer not in ready]
         missing = [t.name for t in self._outputs if id(t) not in vals]
         if missing:
             raise NetworkDefinitionError(f"outputs never computed: {missing}")
+        vals.update(computed)
         if raw:
             return {t.name: vals[id(t)] for t in self._outputs}
         return {t.name: vals[id(t)].astype(nptype(t.dtype), copy=False) for t in self._outputs}

@@ -7,8 +7,9 @@ Real TensorRT is recognised by ``tensorrt.Builder``.
 TensorRT 11 builds only strongly typed networks: BuilderFlag.FP16/INT8 and the INT8
 calibrators are gone, precision is the tensors' types. Here that means FP32 and FP16
 (the same strongly typed FP16 graph on both majors: half weights, a cast after the input,
-the box decode cast back to FP32) work on both; INT8 needs TensorRT 10 (implicit
-quantization with an entropy calibrator).
+the box decode cast back to FP32) work on both, and so does INT8 with explicit Q/DQ
+(``--int8-from``, a strongly typed FP32 graph with quantize/dequantize layers). INT8 with an
+entropy calibrator (implicit quantization, ``--int8``) needs TensorRT 10.
 """
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def require_tensorrt_and_gpu():
     return trt, gpu
 
 
-def precision_plan(trt, fp16: bool, int8: bool, strongly_typed: Optional[bool] = None) -> dict:
+def precision_plan(trt, fp16: bool, int8: bool, strongly_typed: Optional[bool] = None,
+                   int8_qdq: bool = False) -> dict:
     """How to get the requested precision on this TensorRT.
 
     FP16 is always the strongly typed FP16 graph (half weights and tensors, casts at the input
@@ -124,8 +126,15 @@ def precision_plan(trt, fp16: bool, int8: bool, strongly_typed: Optional[bool] =
     ``--check --fp16`` runs is then the one TensorRT builds (BuilderFlag.FP16 on a weakly typed
     network is deprecated since 10.12 and gone in 11). FP32 is weakly typed on TensorRT 10
     (strongly typed with ``strongly_typed``), strongly typed on 11. INT8 is implicit
-    quantization with a calibrator: TensorRT 10 only, weakly typed, FP16 flag as fallback."""
+    quantization with a calibrator: TensorRT 10 only, weakly typed, FP16 flag as fallback.
+    ``int8_qdq`` (explicit Q/DQ): strongly typed on both, no precision flag (TensorRT's guide:
+    with Q/DQ and strong typing, precision flags are neither needed nor to be set)."""
     major = trt_major(trt)
+    if int8_qdq:
+        if fp16 or int8:
+            raise ValueError("--int8-from (explicit Q/DQ) goes with neither --fp16 nor --int8 (the calibrator)")
+        return {"strongly_typed": True, "fp16_graph": False, "fp16_flag": False, "int8_flag": False,
+                "precision": "int8"}
     if int8 and (major >= 11 or strongly_typed):
         raise TensorRTUnavailable(
             f"INT8 needs implicit quantization with a calibrator, which TensorRT {trt.__version__} "

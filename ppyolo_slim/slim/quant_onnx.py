@@ -189,6 +189,22 @@ def keep_conv_inputs_only(model) -> int:
     return G.remove_pairs(pairs)
 
 
+def conv_edges_only(model) -> int:
+    """Q/DQ left only on the edges into Convs, TensorRT's explicit-quantization placement (what
+    deploy/builder.py emits): a non-Conv reader of a DQ reads the float tensor before its Q,
+    and pairs that feed no Conv go. Returns how many inputs were rewired."""
+    G = _Graph(model)
+    n = 0
+    for q, dq in list(G.qdq_pairs()):
+        for u in G.cons.get(dq.output[0], []):
+            if u.op_type != "Conv":
+                u.input[:] = [q.input[0] if i == dq.output[0] else i for i in u.input]
+                n += 1
+    G.refresh()
+    keep_conv_inputs_only(model)
+    return n
+
+
 def quantized_op_counts(model) -> Dict[str, Dict[str, int]]:
     """Per op type: how many nodes read a quantized (DQ) input, and how many there are."""
     G = _Graph(model)
