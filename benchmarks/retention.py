@@ -81,6 +81,10 @@ def grid() -> Dict[str, Dict[str, Any]]:
     for cut in ("8x", "4x", "2x"):
         cells[f"gradual_{cut}_combo_lr10"] = {**combo, "cut": cut, "finetune": ["optimizer.lr0=0.01"],
                                              "ref": "dense_lr10"}
+    # progressive pruning (slim/progressive.py) from the dense model: 2x, 5 epochs, 4x, 5 epochs, 8x,
+    # then the same 10-epoch fine-tune (20 epochs in all, as the gradual cells)
+    cells["progressive_tool_8x"] = {"kind": "progressive", "cut": "8x", "steps": [0.5, 0.75, 0.875],
+                                    "finetune": ["optimizer.lr0=0.01"], "ref": "dense_lr10"}
     # the reference under the same recipe: the dense model fine-tuned 20 epochs at that LR
     cells["dense_lr10"] = {"kind": "dense", "finetune": ["optimizer.lr0=0.01"], "ref": "dense_lr10"}
     # the scratch baseline at that LR too (it might just need a higher one)
@@ -175,13 +179,21 @@ def run_cell(name: str, cell: Dict[str, Any], seed: int, a: Dict[str, Any]) -> D
             src = r["weights"]
             row["sparse"] = _evaluate(src, eval_cfg)
             row["sparse_train_s"] = r["train_s"]
-        else:   # oneshot: the dense model cut directly, fine-tuned for the whole budget
+        elif kind == "oneshot":   # the dense model cut directly, fine-tuned for the whole budget
             ft_epochs = total
         # uniform masks remove less than the global share where floors bind: cut exactly the zeros
         cut = {"threshold": 1e-12} if cell.get("selection") == "uniform" else {"ratio": ratio}   # a threshold wins
         cut["min_channels"] = int(cell.get("min_channels", 8))
-        rep = prune_checkpoint(src, os.path.join(out, "prune"), **cut, img_size=int(eval_cfg["img_size"]),
-                               evaluate=val_evaluator(eval_cfg), visualdl=False, plots=False, log=lambda *_: None)
+        kw = dict(img_size=int(eval_cfg["img_size"]), evaluate=val_evaluator(eval_cfg), visualdl=False, plots=False,
+                  log=lambda *_: None)
+        if kind == "progressive":   # the sparse epochs go to the trainings between the cuts
+            from ppyolo_slim.slim.progressive import progressive_prune, trainer_between
+            between = trainer_between(ft_cfg, common + [f"distill.teacher={a['dense']}"] + list(cell.get("finetune", [])),
+                                      a["sparse_epochs"] // (len(cell["steps"]) - 1))
+            rep = progressive_prune(src, os.path.join(out, "prune"), cell["steps"], prune=prune_checkpoint,
+                                    train_between=between, min_channels=cut["min_channels"], **kw)
+        else:
+            rep = prune_checkpoint(src, os.path.join(out, "prune"), **cut, **kw)
         row["after_cut"] = {k: float(rep["metrics"]["after_prune"][k]) for k in ("map50_95", "map50")}
         pruned = rep["paths"]["weights"]
         distill = cell.get("distill", True)
