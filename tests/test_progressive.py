@@ -65,6 +65,8 @@ def test_steps_reach_the_share_and_train_between_only(dense, tmp_path):
     one = prune_checkpoint(dense, str(tmp_path / "oneshot"), ratio=0.75, **kw)
     assert rep["channels"]["after"] == one["channels"]["after"]
     assert rep["channels"]["removed_share"] == pytest.approx(0.75, abs=0.01)
+    assert rep["params"]["before"] == one["params"]["before"]           # of the original model
+    assert rep["flops"]["gflops_before"] == one["flops"]["gflops_before"]
     assert final < original
     assert [round(e["share"], 3) for e in rep["progressive"]] == [0.5, 0.75]
     with open(os.path.join(str(tmp_path), "prune_report.json")) as f:

@@ -76,6 +76,7 @@ def progressive_prune(weights: str, output_dir: str, steps: Sequence[float], *,
                 rep = prune(src, out, ratio=ratio, threshold=None, log=log, **prune_kw)
         if original is None:
             original = int(rep["channels"]["before"])
+            first = rep     # the original model's sizes and scores, for the final report
         current = int(rep["channels"]["after"])
         entry = {"share": share, "channels": current, "removed_share": 1 - current / original,
                  "params": rep["params"]["after"], "pruned": rep["paths"]["weights"]}
@@ -91,6 +92,15 @@ def progressive_prune(weights: str, output_dir: str, steps: Sequence[float], *,
     final["paths"] = {**rep["paths"], "weights": os.path.join(output_dir, "pruned.pdparams"),
                       "report": os.path.join(output_dir, "prune_report.json")}
     final["channels"] = {**rep["channels"], "before": original, "removed_share": 1 - current / original}
+    # before = the original model, as a one-shot report says (each step's own report keeps its step's)
+    p0, p1 = first["params"]["before"], rep["params"]["after"]
+    final["params"] = {**rep["params"], "before": p0, "removed_share": 1 - p1 / p0}
+    if "flops" in rep and "gflops_before" in first.get("flops", {}):
+        final["flops"] = {**rep["flops"], "gflops_before": first["flops"]["gflops_before"]}
+        final["flops"]["removed_share"] = {k: 1 - rep["flops"]["gflops_after"][k] / v
+                                           for k, v in first["flops"]["gflops_before"].items()}
+    if first.get("metrics", {}).get("before"):
+        final["metrics"] = {**rep["metrics"], "before": first["metrics"]["before"]}
     final["progressive"] = done
     final["source"] = os.path.abspath(weights)
     write_json(final["paths"]["report"], final)
