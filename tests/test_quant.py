@@ -12,6 +12,7 @@ import pytest
 import ppyolo_slim  # noqa: F401  (import order)
 from conftest import QUANT_TINY as TINY, load_tool, quant_tiny_opts as tiny_opts
 from ppyolo_slim.compat import int8_unsupported
+from ppyolo_slim.utils.graph import reachable
 
 NO_INT8 = int8_unsupported()   # None on Paddle 2.6; on Paddle 3 why INT8 cannot run there
 needs_int8 = pytest.mark.skipif(NO_INT8 is not None, reason=str(NO_INT8))
@@ -40,15 +41,10 @@ def test_decode_stays_float(ptq_dir):
     heads = Q.head_convs(m)
     assert len(heads) == 3
     G = Q._Graph(m)
-    seen, todo = set(), list(heads)
-    while todo:
-        t = todo.pop()
-        if t in seen:
-            continue
-        seen.add(t)
+    after = reachable(heads, lambda t: (o for u in G.cons.get(t, []) for o in u.output))
+    for t in after:
         for u in G.cons.get(t, []):
             assert u.op_type not in ("QuantizeLinear", "DequantizeLinear"), f"{u.op_type} after a Detect conv"
-            todo.extend(u.output)
 
 
 @needs_int8

@@ -18,10 +18,12 @@ collected for every tensor. Measured on this project's YOLOv5n (Paddle 2.6.2, pa
 """
 from __future__ import annotations
 
-from collections import Counter, deque
-from typing import Dict, Iterable, List, Set
+from collections import Counter
+from typing import Dict, Iterable, List
 
 import numpy as np
+
+from ..utils.graph import reachable
 
 ACT_ZP_NAME = "ppyolo_slim_act_zero_point_u8"
 SIGMOID_SCALE_NAME = "ppyolo_slim_sigmoid_scale"
@@ -134,15 +136,7 @@ def float_decode(model, head_outputs_float: bool = True) -> int:
     ``head_outputs_float`` also the pair on the Detect convs' own outputs (the logits)."""
     G = _Graph(model)
     heads = head_convs(model)
-    seen: Set[str] = set()
-    todo = deque(heads)
-    while todo:
-        t = todo.popleft()
-        if t in seen:
-            continue
-        seen.add(t)
-        for u in G.cons.get(t, []):
-            todo.extend(u.output)
+    seen = reachable(heads, lambda t: (o for u in G.cons.get(t, []) for o in u.output))
     pairs = [(q, dq) for q, dq in G.qdq_pairs() if q.input[0] in seen
              and (head_outputs_float or q.input[0] not in heads)]
     return G.remove_pairs(pairs)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Set, Tuple
 
+from ..utils.graph import reachable
+
 CONV_OPS = ("conv2d", "depthwise_conv2d")
 
 
@@ -62,16 +64,7 @@ def _downstream_of_heads(ops) -> Set[str]:
         return hit
     heads = [_args(op, "Output", True)[0] for op in ops if op.type in CONV_OPS]
     heads = [h for h in heads if not reaches(h)]
-    seen: Set[str] = set()
-    todo = list(heads)
-    while todo:
-        v = todo.pop()
-        if v in seen:
-            continue
-        seen.add(v)
-        for op in consumers.get(v, []):
-            todo.extend(a for o in op.outputs for a in o.arguments)
-    return seen
+    return reachable(heads, lambda v: (a for op in consumers.get(v, []) for o in op.outputs for a in o.arguments))
 
 
 def remove_pairs(model_dir: str, observers: bool = True, decode: bool = True) -> Dict[str, int]:
