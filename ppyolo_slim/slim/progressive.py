@@ -56,7 +56,7 @@ def progressive_prune(weights: str, output_dir: str, steps: Sequence[float], *,
     prune_kw.pop("ratio", None)
     prune_kw.pop("threshold", None)
     os.makedirs(output_dir, exist_ok=True)
-    src, original, current, done = weights, None, None, []
+    src, first, current, done = weights, None, 0, []
     for k, share in enumerate(shares, 1):
         last = k == len(shares)
         out = os.path.join(output_dir, f"step{k}")
@@ -66,7 +66,8 @@ def progressive_prune(weights: str, output_dir: str, steps: Sequence[float], *,
                 rep = json.load(f)
             log(f"progressive step {k}/{len(shares)}: kept from an earlier run ({rep_file})")
         else:
-            ratio = share if original is None else step_ratio(share, original, current)
+            original = first["channels"]["before"] if first else None
+            ratio = share if first is None else step_ratio(share, original, current)
             if ratio is None:
                 log(f"progressive step {k}/{len(shares)}: {current} channels left, already at or below "
                     f"the {original * (1 - share):.0f} a share of {share} keeps: no cut")
@@ -74,9 +75,8 @@ def progressive_prune(weights: str, output_dir: str, steps: Sequence[float], *,
                 log(f"progressive step {k}/{len(shares)}: {share:.3f} of the original channels "
                     f"(ratio {ratio:.3f} of this model)")
                 rep = prune(src, out, ratio=ratio, threshold=None, log=log, **prune_kw)
-        if original is None:
-            original = int(rep["channels"]["before"])
-            first = rep     # the original model's sizes and scores, for the final report
+        first = first or rep     # the original model's sizes and scores, for the final report
+        original = int(first["channels"]["before"])
         current = int(rep["channels"]["after"])
         entry = {"share": share, "channels": current, "removed_share": 1 - current / original,
                  "params": rep["params"]["after"], "pruned": rep["paths"]["weights"]}
