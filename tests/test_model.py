@@ -88,3 +88,34 @@ def test_uneven_widths_build_from_the_weights_alone(tmp_path):
     x = paddle.rand([1, 3, 64, 64])
     np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
     assert loaded.model[0].conv.weight.shape[0] == model.model[0].conv.weight.shape[0] != 16
+
+
+def test_batchnorm_folds_into_the_convs_and_maps_back():
+    """model/fold.py (QAT's first step): the folded model computes what the model did, and its
+    state, with each bias carried by an identity BN, loads into a plain model that does too."""
+    from ppyolo_slim.model.blocks import Conv
+    from ppyolo_slim.model.fold import bias_as_batchnorm, fold_batchnorm
+    meta = ModelMeta(nc=3, names=["a", "b", "c"], img_size=64)
+    paddle.seed(3)
+    model = build_model(meta)
+    rng = np.random.default_rng(0)
+    for layer in model.sublayers():
+        if isinstance(layer, Conv):   # statistics far from the identity an untrained BN has
+            c = layer.bn.weight.shape[0]
+            layer.bn.weight.set_value(rng.uniform(-2, 2, c).astype("float32"))
+            layer.bn.bias.set_value(rng.normal(0, 1, c).astype("float32"))
+            layer.bn._mean.set_value(rng.normal(0, 0.5, c).astype("float32"))
+            layer.bn._variance.set_value(rng.uniform(0.2, 3, c).astype("float32"))
+    model.eval()
+    x = paddle.to_tensor(rng.uniform(0, 1, (2, 3, 64, 64)).astype("float32"))
+    want = model(x).numpy()
+    blocks = sum(isinstance(m, Conv) for m in model.sublayers())
+    assert fold_batchnorm(model) == blocks == 57
+    assert not any(isinstance(m, nn.BatchNorm2D) for m in model.sublayers())
+    np.testing.assert_allclose(model(x).numpy(), want, rtol=5e-3, atol=1e-2)   # float32 over 57 layers
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    plain, n = bias_as_batchnorm(state)
+    assert n == blocks and not any(k.endswith(".conv.bias") for k in plain)
+    again = build_model(meta, plain)
+    again.eval()
+    np.testing.assert_allclose(again(x).numpy(), want, rtol=5e-3, atol=1e-2)

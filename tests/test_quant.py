@@ -164,6 +164,39 @@ def _qat_args(data, weights, out, epochs=2):
 
 
 @needs_int8
+@pytest.mark.compat
+def test_qat_export_runs_integer_convs_and_refuses_a_float_onnx(tiny_data, tiny5_weights, tmp_path, monkeypatch):
+    """A QAT state (BN folded, scales observed on a few batches) exports to an ONNX whose
+    convs onnxruntime runs as QLinearConv, one per quantized Paddle conv; with BN left unfolded
+    paddle2onnx writes float convs, and the export says so instead of passing a float model."""
+    import paddle
+    from ppyolo_slim.config import load_config
+    from ppyolo_slim.model import load_weights, save_weights
+    from ppyolo_slim.slim import quant as Q
+    cfg = load_config("configs/quant.yml", tiny_opts(tiny_data))
+
+    def qat_weights(name):
+        state, meta = load_weights(tiny5_weights)
+        model = Q.wrap_for_qat(Q.load_model_from_state(state, meta, tiny5_weights), cfg["quant"],
+                               float_layers=cfg["quant"]["float_layers"])
+        model.train()
+        for _ in range(3):   # moving-average scales from a few batches, as training makes them
+            model(paddle.rand([2, 3, 64, 64]))
+        path = str(tmp_path / name)
+        save_weights(path, model.state_dict(), model.meta)
+        return path
+
+    rep = Q.qat_export(qat_weights("qat.pdparams"), str(tmp_path / "int8"), cfg, log=lambda m: None)
+    n = rep["paddle_int8"]["quantized_convs"]
+    assert n > 40 and rep["onnx"]["onnxruntime_ops"]["QLinearConv"] == n and rep["check"]["passed"]
+    assert rep["onnx"]["onnxruntime_ops"]["Conv"] == rep["paddle_int8"]["float_convs"] == 3
+    import ppyolo_slim.model.fold as fold
+    monkeypatch.setattr(fold, "fold_batchnorm", lambda model: 0)
+    with pytest.raises(Q.QuantError, match="paddle2onnx dropped the quantization"):
+        Q.qat_export(qat_weights("unfolded.pdparams"), str(tmp_path / "unfolded"), cfg, log=lambda m: None)
+
+
+@needs_int8
 @pytest.mark.slow
 def test_qat_killed_resumes_like_training(tiny_data, tiny5_weights, tmp_path):
     """QAT runs in the project's trainer: SIGKILL in the middle of epoch 2, the same command again

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .channels import WeightShapeError, infer_nc, resolve
+from .fold import bias_as_batchnorm
 from .pt_reader import (ConvertError, Placeholder, attrs_of, class_name, is_module, load_torch_file,
                         module_tree, normalise_keys, pick_model)
 from .spec import SCALES, STRIDES, expand, make_divisible, scaled_repeats
@@ -163,16 +164,7 @@ def to_paddle_state(state: Dict[str, np.ndarray], bn_eps: Optional[Dict[str, flo
         k = re.sub(r"\.running_mean$", "._mean", k)
         k = re.sub(r"\.running_var$", "._variance", k)
         out[k] = np.ascontiguousarray(v, dtype=np.float32)
-    for k in [k for k in out if k.endswith(".conv.bias")]:
-        base = k[: -len(".conv.bias")]
-        if base + ".bn.weight" in out:
-            continue
-        b = out.pop(k)
-        out[base + ".bn.weight"] = np.ones_like(b)
-        out[base + ".bn.bias"] = b
-        out[base + ".bn._mean"] = np.zeros_like(b)
-        out[base + ".bn._variance"] = np.full_like(b, 1.0 - _BN_EPS)   # var + eps == 1
-        notes["unfused"] += 1
+    out, notes["unfused"] = bias_as_batchnorm(out)
     for name, e in (bn_eps or {}).items():
         key = name + ".bn._variance"
         if key in out and abs(e - _BN_EPS) > 1e-12:

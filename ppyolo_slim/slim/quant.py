@@ -7,8 +7,11 @@ PTQ: the FP32 model is saved by paddle.jit.save with SiLU written as ``x * sigmo
 data set code, with BN folded into the convs first (``optimize_model``) so the per-channel
 weight scales are those of the weights that run. Quantized: every conv's input and weights,
 and each SiLU's input, sigmoid and output. The Detect convs' outputs and the box decode stay
-float (quant_program.py). QAT: ``paddleslim.QAT`` wraps the model inside the trainer
-(``wrap_for_qat``); its export goes through the same program and ONNX edits.
+float (quant_program.py). QAT: BN is folded into the convs (model/fold.py), then
+``paddleslim.QAT`` wraps the model inside the trainer (``wrap_for_qat``); its export goes
+through the same program and ONNX edits. (Unfolded, paddle2onnx wrote every conv of a QAT
+program as a float Conv: it needs the scale of the tensor the conv really outputs, and the
+conv's observer sat before the BN.)
 
 Output folder: ``model.pdmodel`` + ``model.pdiparams`` (the Paddle Inference INT8 model,
 quantize/dequantize ops), ``model_int8.onnx`` (QDQ, for onnxruntime), ``infer_cfg.yml``,
@@ -306,6 +309,10 @@ def finish_int8(qdir: str, fp32_dir: str, output: str, check_images: Sequence[np
         f"{report['program_edits']['observers']} conv-output observers and "
         f"{report['program_edits']['decode']} quantize pairs of the decode")
     report["onnx"] = int8_onnx(qdir, opset, log)
+    onnx_q = report["onnx"]["quantized_inputs_by_op"].get("Conv", {}).get("quantized_inputs", 0)
+    if onnx_q != len(q):   # the check below would pass a float ONNX: it compares outputs only
+        raise QuantError(f"{ONNX_INT8}: {onnx_q} convs read quantized inputs, the Paddle INT8 program has "
+                         f"{len(q)} quantized convs; paddle2onnx dropped the quantization")
     report["check"] = check_int8(qdir, os.path.join(fp32_dir, "model.onnx"), check_images, log=log)
     if sensitivity is not None:
         from .quant_sensitivity import layer_names, sensitivity as study
@@ -431,7 +438,9 @@ def is_qat_state(state) -> bool:
 
 def float_state(state):
     """The float model's state inside a QAT state dict: ``x._layer.weight`` -> ``x.weight``,
-    scales and observers dropped; a float state is returned as it is."""
+    scales and observers dropped, each folded conv's bias carried by an identity BN (the
+    model's own layout); a float state is returned as it is."""
+    from ..model.fold import bias_as_batchnorm
     if not is_qat_state(state):
         return state
     out = {}
@@ -439,16 +448,19 @@ def float_state(state):
         if "_fake_quant_" in k or "_ma_output_scale" in k:
             continue
         out[k.replace("._layer.", ".")] = v
-    return out
+    return bias_as_batchnorm(out)[0]
 
 
 def wrap_for_qat(model, q, qat_state=None, float_layers: Sequence[str] = ()):
-    """Wrap ``model`` in place with PaddleSlim's dygraph QAT (fake quantization of every
-    Conv2D's input and weights; Conv2D layers named in ``float_layers`` or 'detect' are
-    left float), then load ``qat_state`` (a QAT state dict, e.g. from a checkpoint) if given."""
+    """Fold BN into the convs, wrap ``model`` in place with PaddleSlim's dygraph QAT (fake
+    quantization of every Conv2D's input and weights, an observer on its output; Conv2D
+    layers named in ``float_layers`` or 'detect' are left float), then load ``qat_state`` (a
+    QAT state dict, e.g. from a checkpoint) if given."""
     require_int8_support()
     from paddleslim import QAT
     from ..model import assign_state
+    from ..model.fold import fold_batchnorm
+    fold_batchnorm(model)   # PaddleSlim's own fuse_conv_bn fuses a copy and drops it (2.6)
     detect_idx = len(model.model) - 1 if hasattr(model, "model") else -1
     for name, layer in model.named_sublayers():
         parts = name.split(".")
