@@ -159,3 +159,50 @@ def test_gpu_check_without_tensorrt_is_one_line(weights, image_dir, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "gpu_check.py"), "--weights", weights,
                         "--output", "r.json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 2 and "--images DIR or --data" in r.stderr
+
+
+class Int8StandinEngine:
+    """The int8_qdq engine's interface over the stand-in's explicit Q/DQ graph of a PTQ folder."""
+
+    def __init__(self, folder, bias=0.0):
+        from ppyolo_slim.deploy.qdq_check import int8_weights
+        from ppyolo_slim.deploy.qdq_scales import load_qdq_scales
+        self.scales = load_qdq_scales(folder)
+        self.state, self.meta, _ = int8_weights(self.scales)
+        self.bias = bias
+        self.side = {"outputs": [{"name": "output"}], "precision": "int8", "tensorrt_version": "numpy stand-in"}
+
+    def infer(self, x):
+        from ppyolo_slim.deploy.qdq_check import run_int8_standin
+        return {"output": run_int8_standin(self.state, self.meta, self.scales, x)[0] + self.bias}
+
+
+@pytest.mark.slow
+def test_int8_engine_is_compared_with_the_numpy_qdq_graph_and_onnxruntime(ptq_dir, tiny_data):
+    """--int8-from: the INT8 engine is set beside the same Q/DQ network in NumPy and onnxruntime on
+    model_int8.onnx, as well as beside Paddle's float model; an engine with its boxes off by
+    0.5 px shows it against the NumPy graph, which the right one matches."""
+    from test_deploy_qdq import _val_images
+    images = _val_images(tiny_data)
+    w = G.int8_folders([ptq_dir])
+    assert list(w.values()) == [ptq_dir]
+    refs = G.int8_references(ptq_dir)
+    good, off = Int8StandinEngine(ptq_dir), Int8StandinEngine(ptq_dir, bias=0.5)
+    rep = G.check_model(list(w)[0], {"int8_qdq": good, "off": off}, [], images, 64, iters=1, warmup=0,
+                        more_refs={"int8_qdq": refs, "off": refs})
+    e, o = rep["engines"]["int8_qdq"], rep["engines"]["off"]
+    assert not e["verdict"]["judged"] and rep["passed"]          # INT8 is reported, not judged
+    assert set(e["max_diff_vs"]) == {"numpy_qdq", "onnxruntime_file"}
+    assert e["max_diff_vs"]["numpy_qdq"]["8"]["all"]["box_px"] < 1e-4
+    assert e["max_diff"]["8"]["all"]["box_px"] > 0.05                     # INT8 vs float: not nothing
+    assert 0 < e["max_diff_vs"]["onnxruntime_file"]["8"]["all"]["box_px"] < 5
+    assert o["max_diff_vs"]["numpy_qdq"]["8"]["all"]["box_px"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_gpu_check_int8_folder_of_other_weights_is_refused_first(ptq_dir, weights, image_dir, tmp_path):
+    """An --int8-from folder must belong to one of --weights; said before TensorRT is looked for."""
+    out = str(tmp_path / "r.json")
+    assert G.main(["--weights", weights, "--int8-from", ptq_dir, "--output", out, "--images", image_dir]) == 1
+    assert G.main(["--weights", weights, "--int8-from", str(tmp_path), "--output", out,
+                   "--images", image_dir]) == 1                    # not a quant folder
+    assert not os.path.exists(out)

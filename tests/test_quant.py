@@ -165,6 +165,7 @@ def _qat_args(data, weights, out, epochs=2):
 
 @needs_int8
 @pytest.mark.compat
+@pytest.mark.slow
 def test_qat_export_runs_integer_convs_and_refuses_a_float_onnx(tiny_data, tiny5_weights, tmp_path, monkeypatch):
     """A QAT state (BN folded, scales observed on a few batches) exports to an ONNX whose
     convs onnxruntime runs as QLinearConv, one per quantized Paddle conv; with BN left unfolded
@@ -190,6 +191,11 @@ def test_qat_export_runs_integer_convs_and_refuses_a_float_onnx(tiny_data, tiny5
     n = rep["paddle_int8"]["quantized_convs"]
     assert n > 40 and rep["onnx"]["onnxruntime_ops"]["QLinearConv"] == n and rep["check"]["passed"]
     assert rep["onnx"]["onnxruntime_ops"]["Conv"] == rep["paddle_int8"]["float_convs"] == 3
+    # the TensorRT builder's explicit Q/DQ finds each folded conv's scales (from the QAT weights)
+    from ppyolo_slim.deploy.qdq_check import check_int8_against_onnxruntime
+    trt = check_int8_against_onnxruntime(str(tmp_path / "int8"))
+    assert trt["passed"], trt["failures"]
+    assert trt["int8"]["quantized_convs"] == n and trt["per_layer"]["differ"] == 0
     import ppyolo_slim.model.fold as fold
     monkeypatch.setattr(fold, "fold_batchnorm", lambda model: 0)
     with pytest.raises(Q.QuantError, match="paddle2onnx dropped the quantization"):

@@ -9,7 +9,10 @@ For each weights file it builds, in ``--workdir``:
 - ``fp16``: the same network as one strongly typed FP16 graph (the box decode in FP32);
 - ``onnx_parser_fp32``: TensorRT's own ONNX parser on the paddle2onnx export of the same
   weights, FP32 with TF32 off: an independent route to the same function;
-- what ``register_engine_kind`` adds (the INT8 Q/DQ engine, once it exists: see there).
+- ``int8_qdq`` (with ``--int8-from DIR``, a tools/quant.py output of the same weights): the
+  hand-built network with explicit Q/DQ and the folder's scales (trt_build.py --int8-from),
+  compared with onnxruntime running the folder's ``model_int8.onnx`` as well as with Paddle;
+- what ``register_engine_kind`` adds.
 
 All engines take a dynamic batch 1..8. On the same real letterboxed images (``--images``, or
 the val split of ``--data``) it compares every output with the Paddle model (float32, on the
@@ -126,6 +129,34 @@ def _build_hand(fp16: bool):
     return build
 
 
+def int8_builder(folder: str):
+    """The ``int8_qdq`` kind's build for one tools/quant.py folder (its scales, its weights)."""
+    def build(weights, engine_path, img_size, workdir, log):
+        from .engine import EngineOptions, build_engine
+        build_engine(weights, engine_path, EngineOptions(img_size=(img_size, img_size), batch=max(BATCHES),
+                                                         dynamic=(1, max(BATCHES), max(BATCHES)),
+                                                         tf32=False, int8_from=folder), log=log)
+        return engine_path
+    return build
+
+
+def int8_folders(folders: Sequence[str]) -> Dict[str, str]:
+    """{absolute weights path: folder} of ``--int8-from`` folders, from each folder's report (an
+    unreadable folder is an error now, before any engine is built)."""
+    from .qdq_scales import load_qdq_scales
+    out: Dict[str, str] = {}
+    for f in folders or ():
+        sc = load_qdq_scales(f)
+        if not sc.weights:
+            raise ValueError(f"{f}: its quant_report.json names no weights")
+        if sc.method == "qat":   # the comparison's reference is the float Paddle model of --weights
+            raise ValueError(f"{f}: a QAT folder; gpu_check compares with the float model of --weights, which "
+                             f"a QAT checkpoint is not. Check it with deploy/trt_build.py --int8-from {f} --check "
+                             f"(CPU) and build it with deploy/trt_build.py --int8-from {f}")
+        out[os.path.abspath(sc.weights)] = f
+    return out
+
+
 def build_onnx_parser_engine(weights, engine_path, img_size, workdir, log):
     """paddle2onnx export of ``weights`` (dynamic batch), parsed by TensorRT's OnnxParser, FP32
     with TF32 off, one profile 1..8; a sidecar in trt_build.py's format."""
@@ -182,10 +213,10 @@ ENGINE_KINDS: Dict[str, EngineKind] = {
 
 
 def register_engine_kind(kind: EngineKind) -> None:
-    """The extension point for more engines, e.g. the INT8 Q/DQ engine (not written yet: no
-    such kind is registered). Its ``build`` must write an engine taking the letterboxed images
-    at batch 1..8 and giving the [B, N, 5+nc] output, with a trt_build.py-style sidecar; it is
-    then compared, scored and timed like the others (with ``fp32=False``: reported, not judged)."""
+    """The extension point for more engines. Its ``build`` must write an engine taking the
+    letterboxed images at batch 1..8 and giving the [B, N, 5+nc] output, with a trt_build.py-style
+    sidecar; it is then compared, scored and timed like the others (with ``fp32=False``:
+    reported, not judged)."""
     if kind.name in ENGINE_KINDS:
         raise ValueError(f"engine kind {kind.name!r} exists already")
     ENGINE_KINDS[kind.name] = kind
@@ -221,10 +252,15 @@ def _on_cpu(fn, *args):
 def check_model(weights: str, engines: Dict[str, Any], fp32_kinds: Sequence[str], images: np.ndarray,
                 img_size: int, iters: int = 200, warmup: int = 20,
                 score_map: Optional[Callable[[Any], Dict[str, float]]] = None,
-                reference=None, reference64=None) -> Dict[str, Any]:
+                reference=None, reference64=None,
+                more_refs: Optional[Dict[str, Dict[str, Callable[[np.ndarray], np.ndarray]]]] = None
+                ) -> Dict[str, Any]:
     """Compare, score and time the built ``engines`` ({kind: object with .side and .infer}) of one
     weights file on ``images`` [8, 3, S, S]. ``score_map(engine or None for Paddle)`` gives
-    {map50_95, map50} on the val split (``--data``)."""
+    {map50_95, map50} on the val split (``--data``). ``more_refs`` ({kind: {name: fn}}): those
+    engines are also compared with these references (INT8: the same Q/DQ network in NumPy, and
+    onnxruntime on model_int8.onnx; the difference from Paddle's float model is mostly the
+    quantization's own)."""
     from .check import float32_noise, run_paddle, run_paddle_float64
     reference = reference or run_paddle
     reference64 = reference64 or run_paddle_float64
@@ -242,6 +278,10 @@ def check_model(weights: str, engines: Dict[str, Any], fp32_kinds: Sequence[str]
         diff = {str(b): compare_per_level(eng.infer(images[:b])[name], ref[:b], (img_size, img_size))
                 for b in BATCHES}
         e["max_diff"] = diff
+        for ref_name, fn in (more_refs or {}).get(kind, {}).items():
+            e.setdefault("max_diff_vs", {})[ref_name] = {
+                str(b): compare_per_level(eng.infer(images[:b])[name], fn(images[:b]), (img_size, img_size))
+                for b in BATCHES}
         judged = kind in fp32_kinds
         v = [verdict(d, noise, FP32_NOISE_FACTOR) for d in diff.values()]
         e["verdict"] = {"judged": judged, "passed": all(x["passed"] for x in v), "by_batch": dict(zip(diff, v))}
@@ -258,6 +298,28 @@ def check_model(weights: str, engines: Dict[str, Any], fp32_kinds: Sequence[str]
     return rep
 
 
+def int8_references(folder: str) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """What an int8_qdq engine of ``folder`` is compared with: ``numpy_qdq``, the same network
+    with the same Q/DQ run by the NumPy stand-in (checked against onnxruntime layer by layer,
+    qdq_check.py), the reference it should match; ``onnxruntime_file``, model_int8.onnx as
+    written (which also quantizes the SiLU and adds: near, not equal)."""
+    from .qdq_check import int8_weights, run_int8_standin
+    from .qdq_scales import load_qdq_scales
+    scales = load_qdq_scales(folder)
+    state, meta, _ = int8_weights(scales)
+    return {"numpy_qdq": lambda x: run_int8_standin(state, meta, scales, np.asarray(x, np.float32))[0],
+            "onnxruntime_file": onnxruntime_runner(os.path.join(folder, "model_int8.onnx"))}
+
+
+def onnxruntime_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+
+
 # ---------------------------------------------------------------------------- command line
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -270,6 +332,9 @@ def parse_args(argv=None):
     p.add_argument("--img-size", type=int, default=None, help="input size (default: the checkpoint's)")
     p.add_argument("--engines", nargs="+", default=None,
                    help=f"engine kinds to build (default: all of {', '.join(ENGINE_KINDS)})")
+    p.add_argument("--int8-from", action="append", default=[], metavar="DIR",
+                   help="a tools/quant.py output folder (PTQ or QAT) of one of the --weights: adds the "
+                        "int8_qdq engine for those weights; repeat for several")
     p.add_argument("--workdir", default="output/gpu_check", help="engines and exports go here")
     p.add_argument("--iters", type=int, default=200, help="timed calls per engine and batch")
     p.add_argument("--warmup", type=int, default=20)
@@ -292,6 +357,16 @@ def _image_files(a) -> List[str]:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    try:   # the folders first: a wrong one is said before TensorRT is looked for
+        int8 = int8_folders(a.int8_from)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    stray = sorted(set(int8) - {os.path.abspath(w) for w in a.weights})
+    if stray:
+        print(f"error: --int8-from {int8[stray[0]]} was quantized from {stray[0]}, which is not one of --weights",
+              file=sys.stderr)
+        return EXIT_FAILED
     from .trt_compat import TensorRTUnavailable, require_tensorrt_and_gpu
     try:
         trt, gpu = require_tensorrt_and_gpu()
@@ -305,8 +380,9 @@ def main(argv=None) -> int:
     kinds = [ENGINE_KINDS[k] for k in (a.engines or ENGINE_KINDS)]
     files = _image_files(a)
     report = {"gpu": gpu, "tensorrt_version": str(trt.__version__), "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "engine_kinds": [k.name for k in kinds], "not_built": ["int8_qdq (not written yet)"]
-              if "int8_qdq" not in ENGINE_KINDS else [], "models": {}}
+              "engine_kinds": [k.name for k in kinds] + (["int8_qdq"] if int8 else []),
+              "not_built": [] if int8 else ["int8_qdq (give --int8-from DIR, a tools/quant.py output)"],
+              "models": {}}
     ok = True
     os.makedirs(a.workdir, exist_ok=True)
     for w in a.weights:
@@ -314,7 +390,16 @@ def main(argv=None) -> int:
         size = int(a.img_size or meta.img_size)
         stem = os.path.splitext(os.path.basename(w))[0]
         engines, paths = {}, {}
-        for k in kinds:
+        folder = int8.get(os.path.abspath(w))
+        if folder:
+            from .qdq_check import onnx_input_hw
+            hw = onnx_input_hw(os.path.join(folder, "model_int8.onnx"))
+            if hw is not None and tuple(hw) != (size, size):
+                print(f"error: {folder}/model_int8.onnx takes {hw[0]}x{hw[1]} images, the check runs at "
+                      f"{size}x{size}; give --img-size {hw[0]}", file=sys.stderr)
+                return EXIT_FAILED
+        own = kinds + ([EngineKind("int8_qdq", int8_builder(folder), fp32=False)] if folder else [])
+        for k in own:
             paths[k.name] = os.path.join(a.workdir, f"{stem}_{k.name}.engine")
             print(f"{w}: building {k.name} -> {paths[k.name]}")
             engines[k.name] = TrtEngine(k.build(w, paths[k.name], size, a.workdir, print))
@@ -329,7 +414,8 @@ def main(argv=None) -> int:
                 r = evaluate_on_data(pred, a.data, size)
                 return {"map50_95": r["map50_95"], "map50": r["map50"]}
         rep = check_model(w, engines, [k.name for k in kinds if k.fp32], load_images(files, size, max(BATCHES)),
-                          size, a.iters, a.warmup, score)
+                          size, a.iters, a.warmup, score,
+                          more_refs={"int8_qdq": int8_references(folder)} if folder else None)
         for eng in engines.values():
             eng.close()
         report["models"][stem] = rep
@@ -340,6 +426,9 @@ def main(argv=None) -> int:
                                                                       else ", reported only")
             times = ", ".join(f"batch {b}: median {v['median_ms']:.2f} ms, p90 {v['p90_ms']:.2f}" for b, v in t.items())
             print(f"  {k}: max |diff| boxes {d['box_px']:.3g} px, scores {d['score']:.3g} ({state}); {times}")
+            for ref_name, by_batch in e.get("max_diff_vs", {}).items():
+                d = by_batch[str(max(BATCHES))]["all"]
+                print(f"  {k} vs {ref_name}: max |diff| boxes {d['box_px']:.3g} px, scores {d['score']:.3g}")
     write_json(a.output, report)
     print(f"wrote {a.output}")
     return 0 if ok else EXIT_FAILED
