@@ -82,6 +82,11 @@ def test_finetune_with_a_teacher(tiny_data, tmp_path):
         tiny_data, tmp_path / "ft2", epochs=1, weights=teacher, **{"distill.enabled": True, "distill.teacher": bad}))
     with pytest.raises(ValueError, match="2-class model, but the data has 5"):
         train(cfg, progress=False)
+    # as many classes in another order: refused too, naming the first that differs
+    m3 = ModelMeta(nc=5, names=["circle", "star", "triangle", "square", "cross"])
+    save_weights(bad, build_model(m3).state_dict(), m3)
+    with pytest.raises(ValueError, match="its class 1 is 'star', the data's is 'square'"):
+        train(cfg, progress=False)
 
 
 def test_a_new_criterion_in_a_few_lines():

@@ -76,6 +76,12 @@ class OutputDistill(Callback):
             raise ValueError(f"distill.teacher {d.teacher}: a {meta.nc}-class model, but the data "
                              f"has {trainer.nc} classes; give the unpruned model trained on this data "
                              f"(-o distill.teacher=PATH) or -o distill.enabled=false")
+        names = list(meta.names or [])
+        if names and names != list(trainer.names):   # same count, other classes: it would teach the wrong ones
+            i = next(i for i, (a, b) in enumerate(zip(names, trainer.names)) if a != b)
+            raise ValueError(f"distill.teacher {d.teacher}: its class {i} is {names[i]!r}, the data's is "
+                             f"{trainer.names[i]!r} (teacher classes {names}, data classes {list(trainer.names)}); "
+                             f"the teacher must be trained on this data's classes, in the same order")
         return cls(teacher, d.weight, trainer.cfg["loss"]["balance"])
 
     def teacher_maps(self, imgs) -> List[paddle.Tensor]:
