@@ -274,8 +274,7 @@ def scan_yolo(split: str, image_files: List[str], nc: int, cache_path: Optional[
             issues.append(Issue(lab, f"unreadable label file ({type(e).__name__}: {e}); "
                                      f"image {os.path.basename(img)} skipped"))
             continue
-        if not text.strip():
-            issues.append(Issue(lab, "empty label file; image kept as background image"))
+        if not text.strip():   # a background image, as YOLO sets mean it: counted, not a problem
             records.append(Record(img, image_id, w, h, np.zeros((0, 4)), np.zeros(0)))
             continue
         cls, boxes, problems = parse_yolo_labels(text, nc)
