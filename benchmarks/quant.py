@@ -12,6 +12,8 @@ alternately in one loop (benchmarks/_common.py).
 
 The latency models at 320 / 640 are the same quantizations exported at that size (PTQ
 re-calibrated there on ``--latency-calib`` images; QAT exported from its checkpoint).
+QAT fine-tunes, so its accuracy is also given against an FP32 control: the same run
+(epochs, LR, data) without fake quantization.
 """
 from __future__ import annotations
 
@@ -112,23 +114,36 @@ def make_models(args, cfg_path, overrides, work, size, calib, qat_ckpts, log=_lo
     return out
 
 
-def train_qat(args, cfg_path, overrides, work, log=_log):
-    """QAT fine-tuning of both models with the project's trainer; returns model -> best checkpoint."""
+def train_qat(args, cfg_path, overrides, work, qat: bool = True, log=_log):
+    """QAT fine-tuning of both models with the project's trainer; returns model -> best
+    checkpoint. ``qat=False``: the FP32 control, the same run without fake quantization (QAT
+    trains; without it a QAT gain and a training gain look alike)."""
     from ppyolo_slim.config import load_config
     from ppyolo_slim.engine.trainer import train
     ckpts = {}
+    what = "QAT" if qat else "FP32 control"
     for name, w in (("original", args.original), ("pruned", args.pruned)):
-        out = os.path.join(work, f"qat_train_{name}")
+        out = os.path.join(work, f"qat_train_{name}" if qat else f"fp32_control_{name}")
         best = os.path.join(out, "best.pdparams")
         if not os.path.isfile(os.path.join(out, "results.json")):
-            cfg = load_config(cfg_path, overrides + ["quant.qat=true", f"output_dir={out}", f"weights={w}",
-                                                     f"epochs={args.qat_epochs}", "log.images=0"])
+            cfg = load_config(cfg_path, overrides + [f"quant.qat={str(qat).lower()}", f"output_dir={out}",
+                                                     f"weights={w}", f"epochs={args.qat_epochs}", "log.images=0"])
             resume = os.path.join(out, "last.pdparams") if os.path.isfile(os.path.join(out, "last.state")) else None
             t = time.time()
             train(cfg, resume=resume, progress=False)
-            log(f"QAT {name}: {args.qat_epochs} epochs in {time.time() - t:.0f} s")
+            log(f"{what} {name}: {args.qat_epochs} epochs in {time.time() - t:.0f} s")
         ckpts[name] = best if os.path.isfile(best) else os.path.join(out, "last.pdparams")
     return ckpts
+
+
+def control_map(ckpt, work, name, size, data):
+    """mAP of the FP32 control checkpoint, exported and run in onnxruntime as the FP32 row is."""
+    from ppyolo_slim.export.exporter import export_model
+    from ppyolo_slim.export.runtime import OnnxPredictor
+    d = os.path.join(work, f"fp32_control_{name}_{size}")
+    if not os.path.isfile(os.path.join(d, "model.onnx")):
+        export_model(ckpt, d, img_size=size, batch=None, check=False, log=lambda m: None)
+    return _map(OnnxPredictor(os.path.join(d, "model.onnx"), device="cpu"), data, size)
 
 
 def quick_models(work):
@@ -175,6 +190,7 @@ def main(argv=None) -> int:
                    "quant_config": {k: v for k, v in cfg["quant"].items() if k != "qat"}, "threads": 1})
     t0 = time.time()
     qat = train_qat(args, args.config, overrides, args.work)
+    control = train_qat(args, args.config, overrides, args.work, qat=False)
     acc_models = make_models(args, args.config, overrides, args.work, train_size, int(cfg["quant"]["calib_images"]),
                              qat)
     acc = {}
@@ -186,9 +202,11 @@ def main(argv=None) -> int:
                                    train_size)
                 row[method + "_paddle_int8"] = _map(_paddle(d[method], int8=False), data, train_size)
                 row[method]["share_of_fp32"] = row[method]["map50_95"] / max(row["fp32"]["map50_95"], 1e-9)
+        row["fp32_control"] = control_map(control[name], args.work, name, train_size, data)
+        row["qat"]["share_of_fp32_control"] = row["qat"]["map50_95"] / max(row["fp32_control"]["map50_95"], 1e-9)
         acc[name] = row
         _log(f"{name}: mAP@0.5:0.95 FP32 {row['fp32']['map50_95']:.4f}, PTQ {row['ptq']['map50_95']:.4f}, "
-             f"QAT {row['qat']['map50_95']:.4f}")
+             f"QAT {row['qat']['map50_95']:.4f}, FP32 trained as long as QAT {row['fp32_control']['map50_95']:.4f}")
     result["accuracy"] = acc
     lat = {}
     for size in args.sizes:
@@ -225,14 +243,20 @@ def table(res) -> str:
     for name in ("original", "pruned"):
         for method in ("fp32", "ptq", "qat"):
             a = acc[name][method]
-            cells = [name, method.upper(), f"{a['map50_95']:.4f}", f"{a['map50']:.4f}",
-                     "" if method == "fp32" else f"{100 * a['share_of_fp32']:.1f} %"]
+            share = "" if method == "fp32" else f"{100 * a['share_of_fp32']:.1f} %"
+            if method == "qat" and "share_of_fp32_control" in a:
+                share += f" ({100 * a['share_of_fp32_control']:.1f} % of FP32 +{res['qat_epochs']} ep)"
+            cells = [name, method.upper(), f"{a['map50_95']:.4f}", f"{a['map50']:.4f}", share]
             for key in lat:
                 o = lat[key][f"{name}/ort/{method}"]
                 p = lat[key][f"{name}/paddle/{method}"]
                 cells.append(f"{o['median_ms']:.1f} ({o['speedup_vs_original_ort_fp32']:.2f}x) / "
                              f"{p['median_ms']:.1f}")
             rows.append(cells)
+        if "fp32_control" in acc[name]:   # accuracy only: the same network as FP32, so the same speed
+            c = acc[name]["fp32_control"]
+            rows.append([name, f"FP32 +{res['qat_epochs']} ep (control)", f"{c['map50_95']:.4f}",
+                         f"{c['map50']:.4f}", ""] + ["as FP32"] * len(lat))
     headers = ["model", "precision", "mAP@.5:.95", "mAP@.5", "of FP32"] + \
               [f"{k.replace('px_b', ' px b')}: ORT ms (x orig FP32) / Paddle ms" for k in lat]
     return C.fmt_table(headers, rows)

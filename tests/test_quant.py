@@ -263,7 +263,9 @@ def test_quant_benchmark_quick(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.load(open(os.path.join(root, "benchmarks", "work", "quick", "quant.json")))
     assert set(res["accuracy"]) == {"original", "pruned"} and "64px_b1" in res["latency"]
-    assert "| pruned | QAT |" in r.stdout
+    assert "| pruned | QAT |" in r.stdout and "| pruned | FP32 +1 ep (control) |" in r.stdout
+    for row in res["accuracy"].values():   # QAT is also set beside FP32 trained as long
+        assert 0 <= row["fp32_control"]["map50_95"] <= 1 and "share_of_fp32_control" in row["qat"]
 
 
 @needs_int8
