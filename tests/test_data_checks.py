@@ -40,6 +40,8 @@ def lab_path(root, i, split="train"):
 
 
 def load_and_capture(y, capsys):
+    from ppyolo_slim.data import formats
+    formats._SAID.clear()
     spec = load_data(y)
     err = capsys.readouterr().err
     assert err.count(f"data {y}:") == 1, "exactly one summary"
@@ -315,3 +317,15 @@ def test_coco_crowd_and_orphans_reported(tmp_path, capsys):
     spec, err = load_and_capture(js, capsys)
     only_issue(spec, err, js, "annotation 8", "image_id 42 is not in 'images'")
     assert "1 crowd annotation(s) (iscrowd=1) ignored" in err
+
+
+def test_the_same_summary_is_said_once_per_process(tmp_path, capsys):
+    """The pipeline loads its data in every stage: one summary, unless the data changed."""
+    y = make_set(tmp_path, [GOOD, GOOD])
+    spec, err = load_and_capture(y, capsys)
+    load_data(y)
+    assert capsys.readouterr().err == ""
+    with open(lab_path(tmp_path, 0), "w") as f:
+        f.write("0 0.5 0.5 0 0.1\n")     # now a problem: a new summary is said
+    load_data(y)
+    assert "zero-area box" in capsys.readouterr().err

@@ -54,9 +54,14 @@ def load_data(data: str, verbose: bool = True, cache: bool = True) -> DataSpec:
         else:
             spec = _load_yolo(d, root_dir, data, cache)
     _require_usable(spec)
-    if verbose:
-        print(spec.report.summary(), file=sys.stderr, flush=True)
+    text = spec.report.summary()
+    if verbose and text not in _SAID:   # the pipeline's stages load the same set: say it once
+        _SAID.add(text)
+        print(text, file=sys.stderr, flush=True)
     return spec
+
+
+_SAID: set = set()   # summaries printed by this process
 
 
 def _require_usable(spec: DataSpec) -> None:
