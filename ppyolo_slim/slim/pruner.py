@@ -40,6 +40,8 @@ from .selection import Policy, PruneConfig, SelectionError
 from ..settings import SettingError
 from ..utils.layers import state_names, unwrap
 
+_FLOOR = PruneConfig.min_channels   # the prune section's default floor, for direct calls
+
 import_paddleslim()
 from paddleslim.dygraph.prune.filter_pruner import FilterPruner  # noqa: E402
 from paddleslim.dygraph.prune.pruning_plan import PruningPlan  # noqa: E402
@@ -269,7 +271,7 @@ class ChannelPruner(FilterPruner):
         """Share of all prunable channels a threshold removes, after floors and rounding."""
         return selection.share_at_threshold(*self._all(), threshold, min_channels, round_to)
 
-    def threshold_for_share(self, ratio: float, min_channels: int = 8,
+    def threshold_for_share(self, ratio: float, min_channels: int = _FLOOR,
                             round_to: int = 1) -> Tuple[float, float]:
         """(threshold, share it removes): ``selection.threshold_for_share`` on this model."""
         self._policy(ratio=ratio, min_channels=min_channels, round_to=round_to)
@@ -290,13 +292,13 @@ class ChannelPruner(FilterPruner):
             g.scores, g.keep = s, m
         return t
 
-    def set_threshold(self, threshold: float, min_channels: int = 8, round_to: int = 1) -> None:
+    def set_threshold(self, threshold: float, min_channels: int = _FLOOR, round_to: int = 1) -> None:
         """Fix every group's mask: keep scores >= threshold, at least ``min_channels`` (the
         best ones), the kept count rounded up to a multiple of ``round_to``."""
         self.apply_policy(self._policy(mode="global", ratio=None, threshold=threshold,
                                        min_channels=min_channels, round_to=round_to))
 
-    def set_uniform_ratio(self, ratio: float, min_channels: int = 8, round_to: int = 1) -> None:
+    def set_uniform_ratio(self, ratio: float, min_channels: int = _FLOOR, round_to: int = 1) -> None:
         """Fix every group's mask: remove ``ratio`` of its channels (lowest scores first)."""
         self.apply_policy(self._policy(mode="uniform", ratio=ratio, min_channels=min_channels,
                                        round_to=round_to))
