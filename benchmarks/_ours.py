@@ -35,7 +35,10 @@ class OursTrainStep:
         self.model.train()
         det = self.model.detect
         self.loss = ComputeLoss(det.anchors.numpy(), det.stride, nc, dict(cfg["loss"]), img_size)
-        self.opt = Optimizer(self.model, cfg["optimizer"], cfg["schedule"], int(cfg["epochs"]), 100)
+        # the peer's optimizer (hyp.scratch-low, smart_optimizer): SGD, nesterov, lr0 0.01, as
+        # configs/full.yml; base.yml's CPU default is AdamW, a different optimizer step
+        opt_cfg = dict(cfg["optimizer"], type="SGD", nesterov=True, lr0=0.01)
+        self.opt = Optimizer(self.model, opt_cfg, cfg["schedule"], int(cfg["epochs"]), 100)
         self.opt.set_step(10 ** 6, 0)   # past warmup: plain SGD with momentum, as the peer's
         self.ema = ModelEMA(self.model, cfg["ema"]["decay"], cfg["ema"]["tau"])
         self.x = paddle.to_tensor(images)

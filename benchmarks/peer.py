@@ -17,6 +17,8 @@ as a long-lived worker process (_peer_worker.py) so the two can take turns:
     bash benchmarks/setup_peer_venv.sh            # once: /work/bench-venv
     python benchmarks/peer.py                     # batch 16, 256 px, 320/640 px inference
     python benchmarks/peer.py --quick
+    /work/venv-p3/bin/python benchmarks/peer.py --tag paddle3   # our side on another Paddle:
+                                                  # results/peer_paddle3.json beside peer.json
 """
 from __future__ import annotations
 
@@ -114,21 +116,25 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads for both sides (1: on a shared machine more threads than free "
                          "cores make both stall unevenly; use the core count on a quiet one)")
+    ap.add_argument("--tag", help="write results/peer_TAG.json (a variant beside the main table, e.g. our "
+                                  "side run by another interpreter with another Paddle)")
     ap.add_argument("--quick", action="store_true", help="smoke run: batch 2, 64 px, 1 window each")
     a = ap.parse_args(argv)
     if a.quick:
         a.batch, a.img_size, a.rounds, a.window = 2, 64, 2, 1
         a.infer_sizes, a.infer_window, a.profile_steps = "64", 2, 1
-    work = os.path.join(C.WORK, "quick" if a.quick else "", "peer")
+    name = f"peer_{a.tag}" if a.tag else "peer"
+    work = os.path.join(C.WORK, "quick" if a.quick else "", name)
     os.makedirs(work, exist_ok=True)
     python = os.path.join(a.venv, "bin", "python")
-    result = C.header("peer", a.quick)
+    result = C.header(name, a.quick)
     result["settings"] = {k: v for k, v in vars(a).items() if k != "quick"}
+    result["ours_python"] = sys.executable   # our side's interpreter (and so its Paddle)
     t_start = time.time()
     if not os.path.isfile(python):
         result["error"] = (f"no peer venv at {a.venv} (no {python}); create it with "
                            f"bash benchmarks/setup_peer_venv.sh")
-        C.write_result("peer", a.quick, result)
+        C.write_result(name, a.quick, result)
         print(result["error"], file=sys.stderr)
         return 2
 
@@ -245,7 +251,7 @@ def main(argv=None) -> int:
     finally:
         peer.close()
     result["seconds"] = round(time.time() - t_start, 1)
-    C.write_result("peer", a.quick, result)
+    C.write_result(name, a.quick, result)
     print(tables(result))
     return 0
 
@@ -264,15 +270,17 @@ def tables(r) -> str:
     return t1 + "\n\n" + t2 + "\n\n" + profile_table(r)
 
 
-# op families: Paddle profiler names (ours, inclusive CPU time) / torch profiler names (peer, self CPU time)
+# op families: Paddle profiler names (ours, inclusive CPU time; Paddle 3 prefixes grad nodes
+# with "Global_") / torch profiler names (peer, self CPU time)
 FAMILIES = {
     "conv forward": (["conv2d dygraph"], ["aten::mkldnn_convolution", "aten::_slow_conv2d_forward"]),
-    "conv backward": (["Conv2dGradNodeFinal"], ["aten::convolution_backward", "aten::_slow_conv2d_backward",
-                                                "aten::mkldnn_convolution_backward"]),
+    "conv backward": (["Conv2dGradNodeFinal", "Global_Conv2dGradNodeFinal"],
+                      ["aten::convolution_backward", "aten::_slow_conv2d_backward",
+                       "aten::mkldnn_convolution_backward"]),
     "SiLU forward": (["silu dygraph"], ["aten::silu_", "aten::silu"]),
-    "SiLU backward": (["SiluGradNode"], ["aten::silu_backward"]),
+    "SiLU backward": (["SiluGradNode", "Global_SiluGradNode"], ["aten::silu_backward"]),
     "BatchNorm forward": (["batch_norm dygraph"], ["aten::native_batch_norm"]),
-    "BatchNorm backward": (["BatchNormGradNode"], ["aten::native_batch_norm_backward"]),
+    "BatchNorm backward": (["BatchNormGradNode", "Global_BatchNormGradNode"], ["aten::native_batch_norm_backward"]),
 }
 
 

@@ -74,6 +74,18 @@ def render(quick: bool = False) -> str:
                                  f"({v['models']['original']['params']:,} -> {v['models']['pruned']['params']:,} "
                                  f"parameters).  \n" + _where(v) + "\n")
                     parts.append(fn(v) + "\n")
+        if name == "peer":   # variants written with --tag (e.g. our side on another Paddle)
+            folder = os.path.dirname(C.result_path(name, quick))
+            for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+                if f.startswith("peer_") and f.endswith(".json"):
+                    with open(os.path.join(folder, f)) as fh:
+                        v = json.load(fh)
+                    if v.get("error"):
+                        parts.append(f"Variant `{f}`: _failed: {v['error']}_\n")
+                        continue
+                    parts.append(f"Variant `{f}`: our side on paddlepaddle {v['versions'].get('paddlepaddle')} "
+                                 f"(peer: torch {v.get('peer_versions', {}).get('torch')}).  \n" + _where(v) + "\n")
+                    parts.append(fn(v) + "\n")
         if name == "slimming" and r.get("plot"):
             parts.append(f"![mAP against FLOPs]({os.path.relpath(os.path.join(C.REPO, r['plot']), C.HERE)})\n")
     return "\n".join(parts)
