@@ -52,9 +52,10 @@ def upsample_nearest(x, scale: int):
     elementwise MUST be ir::FloatAttribute", pir_parser.cc:814) and Paddle 3.3.1's own inference
     executor ("ConvertPirAttribute2RuntimeAttribute not support
     [pir::ArrayAttribute<pir::DoubleAttribute>]", Paddle issue #79749). So a program traced on
-    Paddle 3 into PIR repeats each pixel with reshape + expand (the same values: pure copying);
+    Paddle 3 into PIR repeats each pixel by concatenation (the same values: pure copying);
     eager mode, old-IR traces (PaddleSlim's walker knows ``nearest_interp``) and Paddle 2.6 keep
-    ``interpolate``."""
+    ``interpolate``. Concat, not expand: in onnxruntime (1 thread, [1, 128, 40, 40]) the
+    6-D Expand took 4.2-5.4 ms, Unsqueeze + Concat 0.84-0.90 ms, DepthToSpace 1.26 ms."""
     import paddle
     import paddle.nn.functional as F
     if paddle_major() < 3 or not paddle.framework.in_pir_mode():   # eager, or PaddleSlim's old-IR trace
@@ -62,8 +63,8 @@ def upsample_nearest(x, scale: int):
     _, c, h, w = x.shape
     if h < 0 or w < 0:
         raise ValueError(f"Upsample: tracing on Paddle 3 needs a fixed input size, got {list(x.shape)}")
-    y = x.reshape([-1, c, h, 1, w, 1]).expand([-1, c, h, scale, w, scale])
-    return y.reshape([-1, c, h * scale, w * scale])
+    y = paddle.concat([x.unsqueeze(-1)] * scale, axis=-1).reshape([-1, c, h, w * scale])
+    return paddle.concat([y.unsqueeze(3)] * scale, axis=3).reshape([-1, c, h * scale, w * scale])
 
 
 def traced_cell_grid(ny: int, nx: int):
