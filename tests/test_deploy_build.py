@@ -159,16 +159,16 @@ def test_check_converted_ultralytics_weights(original, tmp_path):
 
 def test_check_fails_on_a_wrong_graph(original, monkeypatch):
     """The check can fail: a resize that rounds the other way, or a different BN epsilon."""
-    up = B._Emitter.upsample
+    up = B.EMITTERS["Upsample"]
 
-    def ceil_upsample(self, x, r):
-        y = up(self, x, r)
-        self.network.get_layer(self.network.num_layers - 1).nearest_rounding = self.trt.ResizeRoundMode.CEIL
+    def ceil_upsample(e, r, xs):
+        y = up(e, r, xs)
+        e.network.get_layer(e.network.num_layers - 1).nearest_rounding = e.trt.ResizeRoundMode.CEIL
         return y
-    monkeypatch.setattr(B._Emitter, "upsample", ceil_upsample)
+    monkeypatch.setitem(B.EMITTERS, "Upsample", ceil_upsample)
     rep = check_against_paddle(original, img_size=64)
     assert not rep.passed and rep.exact_max_rel_diff > 1e-4
-    monkeypatch.setattr(B._Emitter, "upsample", up)
+    monkeypatch.setitem(B.EMITTERS, "Upsample", up)
     monkeypatch.setattr(B, "_bn_eps", lambda: 1e-5)
     assert not check_against_paddle(original, img_size=64).passed
 
@@ -246,8 +246,10 @@ def test_fp16_graph_is_strongly_typed_and_close(original):
 
 
 def test_emitters_mirror_the_paddle_blocks():
-    from ppyolo_slim.model.yolo import _BLOCKS
-    assert set(B.EMITTERS) == set(_BLOCKS)
+    from ppyolo_slim.model.block_types import BLOCK_TYPES
+    from ppyolo_slim.model.blocks import PADDLE_LAYERS
+    import ppyolo_slim.model.yolo  # noqa: F401  (Detect's Paddle layer registers there)
+    assert set(B.EMITTERS) == set(PADDLE_LAYERS) == set(BLOCK_TYPES)
 
 
 def test_unknown_block_and_bad_weights_are_named(original, monkeypatch):

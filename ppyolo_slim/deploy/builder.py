@@ -11,10 +11,12 @@ It talks to a network object and a ``trt`` namespace that are passed in: the rea
 which; only TensorRT 10 API calls are made here (``tests/test_deploy_api.py`` checks
 each one against the tensorrt-stubs signatures).
 
-Block emitters mirror ``ppyolo_slim/model/blocks.py`` one for one (``EMITTERS`` has the
-same keys as ``yolo._BLOCKS``): Conv = conv (BN folded) + SiLU (sigmoid * x: TensorRT has
-no SiLU activation), C3, Bottleneck with/without shortcut, SPPF (three 5x5 max pools),
-nearest x2 resize, concat, and the Detect head with the box decode inside the network.
+Block emitters mirror ``ppyolo_slim/model/blocks.py`` one for one (each registers with
+``@emits`` under its block's name, as the Paddle layer does with ``@paddle_layer``; the
+block itself is described in ``model/block_types.py``): Conv = conv (BN folded) + SiLU
+(sigmoid * x: TensorRT has no SiLU activation), C3, Bottleneck with/without shortcut, SPPF
+(three 5x5 max pools), nearest x2 resize, concat, and the Detect head with the box decode
+inside the network.
 
 INT8 (``BuildOptions.int8``, the scales of a tools/quant.py folder, qdq_scales.py) is explicit
 quantization as TensorRT's guide places it: a Q/DQ pair on each quantized conv's input
@@ -29,6 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ppyolo_slim.model.block_types import C3Type, registrar
 from ppyolo_slim.model.channels import ConvSpec, ResolvedLayer, WeightShapeError, resolve
 from ppyolo_slim.model.spec import NetSpec, expand
 from ppyolo_slim.model import read_weights
@@ -106,6 +109,11 @@ def _bn_eps() -> float:
     return BN_EPS
 
 
+# block name -> emit(_Emitter, ResolvedLayer, input tensors) -> its output tensor
+EMITTERS: Dict[str, Callable[["_Emitter", ResolvedLayer, List[Any]], Any]] = {}
+emits = registrar(EMITTERS)
+
+
 class _Emitter:
     """Adds the layers of one network; every TensorRT call goes through ``self.network``/``self.trt``."""
 
@@ -152,6 +160,10 @@ class _Emitter:
     def silu(self, x, name: str):
         sig = self.out(self.network.add_activation(x, self.trt.ActivationType.SIGMOID), f"{name}.sigmoid")
         return self.elementwise(x, sig, self.trt.ElementWiseOperation.PROD, f"{name}.silu")
+
+    @emits("Conv")
+    def conv_block(self, r: ResolvedLayer, xs):
+        return self.conv(xs[0], r.convs[""])
 
     def conv(self, x, cs: ConvSpec):
         """Conv2D(no bias) + BN + SiLU; BN folded: w' = w * g/sqrt(v+eps), b' = beta - mean * g/sqrt(v+eps)."""
@@ -212,20 +224,22 @@ class _Emitter:
             dq.axis = axis
         return self.out(dq, f"{name}.dequantize")
 
-    def c3(self, x, r: ResolvedLayer):
+    @emits("C3")
+    def c3(self, r: ResolvedLayer, xs):
+        x = xs[0]
         a = self.conv(x, r.convs["cv1"])
         for j in range(r.bottlenecks):
-            m1, m2 = r.convs[f"m.{j}.cv1"], r.convs[f"m.{j}.cv2"]
-            y = self.conv(self.conv(a, m1), m2)
-            if r.spec.shortcut and m1.c1 == m2.c2:     # as blocks.Bottleneck.add
+            y = self.conv(self.conv(a, r.convs[f"m.{j}.cv1"]), r.convs[f"m.{j}.cv2"])
+            if C3Type.adds(r, j):
                 y = self.elementwise(a, y, self.trt.ElementWiseOperation.SUM, f"{r.name}.m.{j}.add")
             a = y
         b = self.conv(x, r.convs["cv2"])
         return self.conv(self.concat([a, b], f"{r.name}.cat"), r.convs["cv3"])
 
-    def sppf(self, x, r: ResolvedLayer):
+    @emits("SPPF")
+    def sppf(self, r: ResolvedLayer, xs):
         k = r.spec.pool
-        x = self.conv(x, r.convs["cv1"])
+        x = self.conv(xs[0], r.convs["cv1"])
         ys = [x]
         for i in range(3):
             pool = self.network.add_pooling_nd(ys[-1], self.trt.PoolingType.MAX, (k, k))
@@ -234,16 +248,21 @@ class _Emitter:
             ys.append(self.out(pool, f"{r.name}.m.{i}"))
         return self.conv(self.concat(ys, f"{r.name}.cat"), r.convs["cv2"])
 
-    def upsample(self, x, r: ResolvedLayer):
+    @emits("Upsample")
+    def upsample(self, r: ResolvedLayer, xs):
         """Nearest x s: out[i] = in[floor(i / s)], as Paddle's interpolate(mode='nearest')."""
         s = float(r.spec.scale)
-        rs = self.network.add_resize(x)
+        rs = self.network.add_resize(xs[0])
         rs.resize_mode = self.trt.InterpolationMode.NEAREST
         rs.coordinate_transformation = self.trt.ResizeCoordinateTransformation.ASYMMETRIC
         rs.nearest_rounding = self.trt.ResizeRoundMode.FLOOR
         rs.selector_for_single_pixel = self.trt.ResizeSelector.FORMULA
         rs.scales = [1.0, 1.0, s, s]
         return self.out(rs, f"{r.name}.resize")
+
+    @emits("Concat")
+    def concat_block(self, r: ResolvedLayer, xs):
+        return self.concat(xs, f"{r.name}.cat")
 
     def concat(self, xs: Sequence[Any], name: str):
         cat = self.network.add_concatenation(list(xs))
@@ -259,7 +278,8 @@ class _Emitter:
             sh.second_transpose = tuple(second)
         return self.out(sh, name)
 
-    def detect(self, xs: Sequence[Any], r: ResolvedLayer):
+    @emits("Detect")
+    def detect(self, r: ResolvedLayer, xs: Sequence[Any]):
         """1x1 convs, then the ultralytics decode on [B, na, ny, nx, no]:
         xy = (2*sig + grid - 0.5) * stride, wh = (2*sig)^2 * anchor, rest = sig.
         Done with broadcast constants and masks so no slice needs the (maybe dynamic) batch:
@@ -397,21 +417,6 @@ class _Emitter:
         return [layer.get_output(i) for i in range(4)]
 
 
-def _emit_conv(e: _Emitter, r: ResolvedLayer, xs):
-    return e.conv(xs[0], r.convs[""])
-
-
-# One emitter per block of ppyolo_slim/model/yolo.py's _BLOCKS (a test keeps the keys equal).
-EMITTERS: Dict[str, Callable[[_Emitter, ResolvedLayer, List[Any]], Any]] = {
-    "Conv": _emit_conv,
-    "C3": lambda e, r, xs: e.c3(xs[0], r),
-    "SPPF": lambda e, r, xs: e.sppf(xs[0], r),
-    "Upsample": lambda e, r, xs: e.upsample(xs[0], r),
-    "Concat": lambda e, r, xs: e.concat(xs, f"{r.name}.cat"),
-    "Detect": lambda e, r, xs: e.detect(xs, r),
-}
-
-
 def _img_hw(img_size: Union[int, Sequence[int]], net: NetSpec) -> Tuple[int, int]:
     h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     m = max(net.strides)
@@ -457,8 +462,9 @@ def build_network(network, trt, state: Mapping[str, np.ndarray], meta: ModelMeta
     for r in layers:
         emit = EMITTERS.get(r.spec.block)
         if emit is None:
-            raise NotImplementedError(f"{r.name}: no TensorRT emitter for block {r.spec.block!r}; "
-                                      "add one to ppyolo_slim/deploy/builder.py EMITTERS next to the Paddle block")
+            raise NotImplementedError(f"{r.name}: no TensorRT emitter for block {r.spec.block!r}; add one "
+                                      "to ppyolo_slim/deploy/builder.py with @emits, as its Paddle layer has "
+                                      "@paddle_layer")
         saved[r.spec.index] = emit(e, r, [saved[s] for s in r.spec.src])
     pred = saved[layers[-1].spec.index]
 

@@ -2,8 +2,9 @@
 
 A pruned checkpoint needs no side file: each conv weight's shape says its channels.
 ``resolve`` walks the layer list of ``spec.py`` once, tracks the channels each layer
-really emits, and checks that every conv's input width matches what feeds it, so a
-bad checkpoint fails here with the parameter's name instead of deep inside a forward.
+really emits (each block's rule is in ``block_types.py``), and checks that every conv's
+input width matches what feeds it, so a bad checkpoint fails here with the parameter's
+name instead of deep inside a forward.
 """
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .block_types import block_type
 from .spec import LayerSpec, NetSpec
-
-
-class WeightShapeError(ValueError):
-    """Weights whose shapes do not fit the network; the message names the parameter."""
+from .errors import WeightShapeError  # noqa: F401  (imported from here by many)
 
 
 @dataclass(frozen=True)
@@ -42,11 +41,18 @@ class ResolvedLayer:
         return self.spec.name
 
 
-class _Shapes:
+class WeightShapes:
+    """A state dict's shapes (name -> shape), read conv by conv; none: every default holds."""
+
     def __init__(self, shapes: Optional[Mapping[str, Sequence[int]]]):
         self.shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
 
-    def conv(self, name: str, c1: int, default_c2: int, k: int) -> int:
+    def conv(self, name: str, c1: int, c2: int, k: int = 1, s: int = 1, p: Optional[int] = None) -> ConvSpec:
+        """The conv at ``name`` fed ``c1`` channels: ``c2`` outputs unless the weights say otherwise."""
+        c2 = self._out_channels(name, c1, c2, k)
+        return ConvSpec(name, c1, c2, k, s, k // 2 if p is None else p)
+
+    def _out_channels(self, name: str, c1: int, default_c2: int, k: int) -> int:
         key = f"{name}.conv.weight"
         if not self.shapes:
             return default_c2
@@ -76,61 +82,12 @@ class _Shapes:
 def resolve(net: NetSpec, shapes: Optional[Mapping[str, Sequence[int]]] = None,
             in_channels: int = 3) -> List[ResolvedLayer]:
     """Channel counts for every conv of ``net``; from ``shapes`` (name -> shape) when given."""
-    w = _Shapes(shapes)
+    w = WeightShapes(shapes)
     out: List[ResolvedLayer] = []
     ch: Dict[int, int] = {-2: in_channels}
-
-    def conv(name, c1, c2, k=1, s=1, p=None):
-        c2 = w.conv(name, c1, c2, k)
-        return ConvSpec(name, c1, c2, k, s, k // 2 if p is None else p)
-
     for L in net.layers:
-        c1 = ch[L.src[0]]
         r = ResolvedLayer(L, 0)
-        if L.block == "Conv":
-            cs = conv(L.name, c1, L.out_channels, L.kernel, L.stride, L.padding)
-            r.convs[""] = cs
-            r.out_channels = cs.c2
-        elif L.block == "C3":
-            half = int(L.out_channels * 0.5)
-            a = r.convs["cv1"] = conv(f"{L.name}.cv1", c1, half)
-            b = r.convs["cv2"] = conv(f"{L.name}.cv2", c1, half)
-            r.bottlenecks = w.repeats(L.name, L.repeats)
-            c = a.c2
-            for j in range(r.bottlenecks):
-                m1 = r.convs[f"m.{j}.cv1"] = conv(f"{L.name}.m.{j}.cv1", c, c)
-                m2 = r.convs[f"m.{j}.cv2"] = conv(f"{L.name}.m.{j}.cv2", m1.c2, c, 3)
-                if L.shortcut and m2.c2 != c:
-                    raise WeightShapeError(
-                        f"{m2.name}.conv.weight: a residual bottleneck must give back its "
-                        f"{c} input channels, the weights give {m2.c2}")
-                c = m2.c2
-            cv3 = r.convs["cv3"] = conv(f"{L.name}.cv3", c + b.c2, L.out_channels)
-            r.out_channels = cv3.c2
-        elif L.block == "SPPF":
-            a = r.convs["cv1"] = conv(f"{L.name}.cv1", c1, c1 // 2)
-            cv2 = r.convs["cv2"] = conv(f"{L.name}.cv2", 4 * a.c2, L.out_channels)
-            r.out_channels = cv2.c2
-        elif L.block == "Upsample":
-            r.out_channels = c1
-        elif L.block == "Concat":
-            r.out_channels = sum(ch[s] for s in L.src)
-        elif L.block == "Detect":
-            no = net.na * net.no
-            for i, s in enumerate(L.src):
-                key = f"{L.name}.m.{i}.weight"
-                got = w.shapes.get(key)   # absent: a new head (fine-tuning to another nc)
-                want = (no, ch[s], 1, 1)
-                if got is not None:
-                    if got != want:
-                        hint = ""
-                        if got[0] != no and got[0] % net.na == 0:
-                            hint = f" (the weights are for nc={got[0] // net.na - 5}, the model has nc={net.nc})"
-                        raise WeightShapeError(f"{key}: expected shape {list(want)}, got {list(got)}{hint}")
-                r.detect.append((ch[s], no))
-            r.out_channels = 0
-        else:
-            raise ValueError(f"{L.name}: unknown block {L.block!r}")
+        r.out_channels = block_type(L.block).resolve(r, [ch[s] for s in L.src], w, net)
         ch[L.index] = r.out_channels
         out.append(r)
     return out

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .block_types import as_pair, block_type
 from .channels import WeightShapeError, infer_nc, resolve
 from .fold import bias_as_batchnorm
 from .pt_reader import (ConvertError, Placeholder, attrs_of, class_name, is_module, load_torch_file,
@@ -104,32 +105,11 @@ def _check_modules(modules: Dict[str, Placeholder], resolved, src: str) -> Dict[
 
     eps: Dict[str, float] = {}
     for r in resolved:
-        L = r.spec
-        a = attrs_of(modules.get(L.name))
-        if L.block == "SPPF":
-            k = _pair(attrs_of(modules.get(L.name + ".m")).get("kernel_size"))
-            if k != (L.pool, L.pool):
-                fail(L.name + ".m", f"max-pool kernel {k}, expected {L.pool}")
-        elif L.block == "Upsample":
-            if a.get("mode") != "nearest" or float(a.get("scale_factor") or 0) != float(L.scale):
-                fail(L.name, f"Upsample({a.get('scale_factor')}, {a.get('mode')!r}), "
-                             f"expected nearest x{L.scale}")
-        elif L.block == "Concat" and a.get("d", 1) != 1:
-            fail(L.name, f"concatenates along dim {a.get('d')}, expected 1 (channels)")
-        elif L.block == "C3":
-            for j in range(r.bottlenecks):
-                add = attrs_of(modules.get(f"{L.name}.m.{j}")).get("add")
-                if add is not None and bool(add) != L.shortcut:
-                    fail(f"{L.name}.m.{j}", f"residual add={add}, expected {L.shortcut}")
+        block_type(r.spec.block).check_ultralytics(
+            r, lambda path: attrs_of(modules.get(r.name + path)), fail)
         for cs in r.convs.values():
             eps[cs.name] = _check_conv(modules, cs, fail)
     return eps
-
-
-def _pair(v) -> Tuple[int, ...]:
-    if isinstance(v, (list, tuple)):
-        return tuple(int(x) for x in v)
-    return (int(v), int(v)) if isinstance(v, (int, float)) else ()
 
 
 def _check_conv(modules, cs, fail) -> float:
@@ -140,7 +120,7 @@ def _check_conv(modules, cs, fail) -> float:
     c = attrs_of(conv)
     want = dict(kernel_size=cs.k, stride=cs.s, padding=cs.p, dilation=1, groups=1)
     for key, w in want.items():
-        got, w = _pair(c.get(key, w)), _pair(w)
+        got, w = as_pair(c.get(key, w)), as_pair(w)
         if got != w:
             fail(cs.name + ".conv", f"{key} {got}, YOLOv5 has {w}")
     if class_name(act) != "SiLU":

@@ -4,13 +4,16 @@ The layer list below is ultralytics' ``models/yolov5*.yaml`` as data: each row i
 (from, repeats, block, args). ``expand`` applies the depth and width multiples and
 returns ``LayerSpec`` rows with the default channel counts. Both the Paddle model
 (``model/yolo.py``) and the TensorRT builder (``ppyolo_slim/deploy/builder.py``) walk this list;
-where weights are given, each conv's channel count is read from them instead.
+where weights are given, each conv's channel count is read from them instead. What each
+block name means (its args, its convs) is described once, in ``block_types.py``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple, Union
+
+from .block_types import block_type
 
 From = Union[int, Tuple[int, ...]]
 
@@ -122,23 +125,11 @@ def expand(nc: int = 80, depth_multiple: float = 0.33, width_multiple: float = 0
         srcs = tuple(i + s if s < 0 else s for s in srcs)
         if i == 0:
             srcs = (-2,)
-        n = scaled_repeats(n, depth_multiple)
-        kw = {}
-        if block == "Conv":
-            c, k, s = args[0], args[1], args[2]
-            kw = dict(kernel=k, stride=s, padding=args[3] if len(args) > 3 else k // 2)
-        elif block == "C3":
-            c = args[0]
-            kw = dict(shortcut=args[1] if len(args) > 1 else True)
-        elif block == "SPPF":
-            c = args[0]
-            kw = dict(pool=args[1])
-        elif block == "Upsample":
-            c, kw = 0, dict(scale=args[0])
-        else:
-            c = 0
+        kind = block_type(block)
+        c, kw = kind.layer_spec(args)
         out = make_divisible(c * width_multiple, 8) if c else 0
-        layers.append(LayerSpec(i, srcs, n if block == "C3" else 1, block, out, **kw))
+        n = scaled_repeats(n, depth_multiple) if kind.repeated else 1
+        layers.append(LayerSpec(i, srcs, n, block, out, **kw))
     return NetSpec(layers, nc, anchors, depth_multiple, width_multiple)
 
 

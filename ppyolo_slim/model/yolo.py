@@ -9,11 +9,12 @@ import paddle
 import paddle.nn as nn
 
 from ..compat import traced_cell_grid
-from .blocks import C3, SPPF, Concat, Conv, Upsample
+from .blocks import PADDLE_LAYERS, paddle_layer
 from .channels import ResolvedLayer, resolve
 from .spec import NetSpec
 
 
+@paddle_layer("Detect")
 class Detect(nn.Layer):
     """1x1 output convs per level; in eval mode also the ultralytics box decode."""
 
@@ -64,11 +65,6 @@ class Detect(nn.Layer):
         return raw if self.training else paddle.concat(z, axis=1)
 
 
-_BLOCKS = {"Conv": lambda r, net: Conv(r.convs[""]), "C3": lambda r, net: C3(r),
-           "SPPF": lambda r, net: SPPF(r), "Upsample": lambda r, net: Upsample(r),
-           "Concat": lambda r, net: Concat(), "Detect": Detect}
-
-
 class YOLOv5(nn.Layer):
     """YOLOv5 v6+. Train mode: three raw maps [B, na, ny, nx, 5+nc].
     Eval mode: decoded predictions [B, N, 5+nc] (cx, cy, w, h in input pixels, obj, cls)."""
@@ -77,7 +73,7 @@ class YOLOv5(nn.Layer):
         super().__init__()
         self.net = net
         self.resolved = resolve(net, shapes)
-        self.model = nn.LayerList([_BLOCKS[r.spec.block](r, net) for r in self.resolved])
+        self.model = nn.LayerList([PADDLE_LAYERS[r.spec.block](r, net) for r in self.resolved])
         if shapes is None:
             self.model[-1].init_biases()
 

@@ -34,12 +34,10 @@ import paddle
 import paddle.nn as nn
 
 from ..engine.callbacks import Callback, register_callback
+from ..model.block_types import block_type
 from ..utils.layers import unwrap
 from .selection import PruneConfig
 from .sparsity_config import SCHEDULES, SparsityConfig
-
-# the conv whose BN produces a block's output, by block type
-_OUTPUT_CONV = {"Conv": "", "C3": "cv3", "SPPF": "cv2"}
 
 
 def _bn_name(layer_name: str, conv_key: str) -> str:
@@ -52,27 +50,23 @@ def detect_input_bns(model: nn.Layer) -> Set[str]:
     if not hasattr(model, "resolved"):
         return set()
     by_index = {r.spec.index: r for r in model.resolved}
+    head = model.resolved[-1]     # Detect, the last row (as YOLOv5.detect)
     out = set()
-    for r in model.resolved:
-        if r.spec.block != "Detect":
-            continue
-        for s in r.spec.src:
-            src = by_index[s]
-            if src.spec.block not in _OUTPUT_CONV:
-                raise ValueError(f"{r.name}: reads {src.name}, a {src.spec.block} block with no BN "
-                                 f"of its own; cannot tell which BN feeds Detect")
-            out.add(_bn_name(src.name, _OUTPUT_CONV[src.spec.block]))
+    for s in head.spec.src:
+        src = by_index[s]
+        conv = block_type(src.spec.block).output_conv
+        if conv is None:
+            raise ValueError(f"{head.name}: reads {src.name}, a {src.spec.block} block with no BN "
+                             f"of its own; cannot tell which BN feeds Detect")
+        out.add(_bn_name(src.name, conv))
     return out
 
 
 def bottleneck_bns(model: nn.Layer) -> Set[str]:
-    """Names of the BNs inside residual bottlenecks (C3 with shortcut: m.j.cv1.bn, m.j.cv2.bn)."""
+    """Names of the BNs inside residual adds (C3 with shortcut: m.j.cv1.bn, m.j.cv2.bn)."""
     model = unwrap(model)
-    names = set()
-    for name, layer in model.named_sublayers():
-        if getattr(layer, "add", False) is True and hasattr(layer, "cv1") and hasattr(layer, "cv2"):
-            names.update({f"{name}.cv1.bn", f"{name}.cv2.bn"})
-    return names
+    return {_bn_name(r.name, key) for r in getattr(model, "resolved", [])
+            for key in block_type(r.spec.block).residual_convs(r)}
 
 
 def prunable_bns(model: nn.Layer, exclude_detect_inputs: bool = True) -> List[Tuple[str, nn.BatchNorm2D]]:
