@@ -119,23 +119,14 @@ class EngineKind:
         self.name, self.build, self.fp32 = name, build, fp32
 
 
-def _build_hand(fp16: bool):
+def _build_hand(**precision):
+    """A build of this builder's network, batch 1..8, TF32 off; ``precision``: fp16=True, or
+    int8_from=DIR (the int8_qdq kind: that tools/quant.py folder's scales)."""
     def build(weights, engine_path, img_size, workdir, log):
         from .engine import EngineOptions, build_engine
         build_engine(weights, engine_path, EngineOptions(img_size=(img_size, img_size), batch=max(BATCHES),
                                                          dynamic=(1, max(BATCHES), max(BATCHES)),
-                                                         fp16=fp16, tf32=False), log=log)
-        return engine_path
-    return build
-
-
-def int8_builder(folder: str):
-    """The ``int8_qdq`` kind's build for one tools/quant.py folder (its scales, its weights)."""
-    def build(weights, engine_path, img_size, workdir, log):
-        from .engine import EngineOptions, build_engine
-        build_engine(weights, engine_path, EngineOptions(img_size=(img_size, img_size), batch=max(BATCHES),
-                                                         dynamic=(1, max(BATCHES), max(BATCHES)),
-                                                         tf32=False, int8_from=folder), log=log)
+                                                         tf32=False, **precision), log=log)
         return engine_path
     return build
 
@@ -206,8 +197,8 @@ def build_onnx_parser_engine(weights, engine_path, img_size, workdir, log):
 
 
 ENGINE_KINDS: Dict[str, EngineKind] = {
-    "fp32": EngineKind("fp32", _build_hand(False), fp32=True),
-    "fp16": EngineKind("fp16", _build_hand(True), fp32=False),
+    "fp32": EngineKind("fp32", _build_hand(), fp32=True),
+    "fp16": EngineKind("fp16", _build_hand(fp16=True), fp32=False),
     "onnx_parser_fp32": EngineKind("onnx_parser_fp32", build_onnx_parser_engine, fp32=True),
 }
 
@@ -398,7 +389,7 @@ def main(argv=None) -> int:
                 print(f"error: {folder}/model_int8.onnx takes {hw[0]}x{hw[1]} images, the check runs at "
                       f"{size}x{size}; give --img-size {hw[0]}", file=sys.stderr)
                 return EXIT_FAILED
-        own = kinds + ([EngineKind("int8_qdq", int8_builder(folder), fp32=False)] if folder else [])
+        own = kinds + ([EngineKind("int8_qdq", _build_hand(int8_from=folder), fp32=False)] if folder else [])
         for k in own:
             paths[k.name] = os.path.join(a.workdir, f"{stem}_{k.name}.engine")
             print(f"{w}: building {k.name} -> {paths[k.name]}")
