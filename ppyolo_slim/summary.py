@@ -1,7 +1,7 @@
 """The pipeline's closing report: size, cost, accuracy and CPU latency of each model, the
 deploy stage's verdict, and a plot of mAP against GFLOPs.
 
-Latency is ONNX Runtime on the CPU, the models timed in turns in one loop (these machines
+Latency is ONNX Runtime on the CPU, one thread, the models timed in turns in one loop (these machines
 are noisy: only ratios measured side by side mean much).
 
 The table is driven by ``LABELS`` (model key -> row label, in the README's words) and
@@ -20,21 +20,27 @@ import numpy as np
 from .utils.io import atomic_write_bytes, write_json
 
 
-def ort_latency(onnx_paths: Mapping[str, str], img_size: int, warmup: int = 5, rounds: int = 30,
-                threads: int = 0) -> Dict[str, Dict[str, float]]:
-    """Median and p90 ms per image (batch 1) for each model, timed alternately."""
+def ort_latency(onnx_paths: Mapping[str, str], img_size: int, warmup: int = 5, rounds: int = 40,
+                threads: int = 1) -> Dict[str, Dict[str, float]]:
+    """Median and p90 ms per image (batch 1) for each model, timed alternately (the first of
+    each round rotating). One thread, no spinning, by default: with every core and spinning
+    thread pools, two sessions of the same network measured 0.9x and 1.7x each other on a
+    loaded 2-core machine; with one thread 1.01-1.19x."""
     import onnxruntime as ort
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = {k: ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]) for k, p in onnx_paths.items()}
     x = np.random.RandomState(0).rand(1, 3, img_size, img_size).astype("float32")
     feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
     times: Dict[str, list] = {k: [] for k in sessions}
+    keys = list(sessions)
     for i in range(warmup + rounds):
-        for k, s in sessions.items():
+        for k in keys[i % len(keys):] + keys[:i % len(keys)]:
             t0 = time.perf_counter()
-            s.run(None, feeds[k])
+            sessions[k].run(None, feeds[k])
             if i >= warmup:
                 times[k].append(1000 * (time.perf_counter() - t0))
     return {k: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90))}
@@ -223,7 +229,7 @@ def format_report(result: Mapping[str, Any]) -> str:
         f"**GFLOPs** are 2 x multiply-accumulates of the convolutions with BN folded (the ultralytics "
         f"convention), at {size} px and at 640; **mAP** is pycocotools' COCOeval. These depend only on "
         f"the weights, and the weights on the training run (seed, schedule, data). **ORT CPU ms** is ONNX "
-        f"Runtime latency at batch 1, the models timed in turns in one loop; **speed-up** and **FLOP "
+        f"Runtime latency at batch 1 on one thread, the models timed in turns in one loop; **speed-up** and **FLOP "
         f"ratio** are against the {label(REFERENCE)} row; **mAP kept** is mAP@0.5:0.95 as a share of the "
         f"dense (unpruned) model's, the figure slimming is judged by. Latency and speed-up depend on the machine "
         f"and on what else ran on it: here {where}. Compare ratios measured side by side, not "
