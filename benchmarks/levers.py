@@ -199,6 +199,7 @@ def onednn_op(include: str):
     if _OP[0] is None:
         import paddle
         from paddle.utils.cpp_extension import load
+        include = os.path.abspath(include)   # the build runs in its own folder
         if not os.path.exists(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
             raise FileNotFoundError(f"no oneDNN headers in {include} (see --onednn-include)")
         libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
@@ -210,10 +211,11 @@ def onednn_op(include: str):
     return _OP[0]
 
 
-def use_onednn_op(model, include: str, plain: int = 0) -> int:
+def use_onednn_op(model, include: str, plain: int = 0, min_kernel: int = 1) -> int:
     """Every plain Conv2D of ``model`` (NCHW, groups 1, dilation 1, equal strides and
-    symmetric equal padding) computes through the custom op; the bias (Detect's) is added
-    eagerly. Returns how many convs were switched."""
+    symmetric equal padding, kernel >= ``min_kernel``) computes through the custom op; the
+    bias (Detect's) is added eagerly. The input gradient is skipped for an input that needs
+    none (the image). Returns how many convs were switched."""
     import paddle.nn as nn
     op = onednn_op(include)
     n = 0
@@ -224,11 +226,11 @@ def use_onednn_op(model, include: str, plain: int = 0) -> int:
         pads = [pad] * 2 if isinstance(pad, int) else list(pad)
         if (layer._groups != 1 or layer._data_format != "NCHW" or list(layer._dilation) != [1, 1]
                 or len(set(layer._stride)) != 1 or len(pads) != 2 or len(set(pads)) != 1
-                or layer._padding_mode != "zeros"):
+                or layer._padding_mode != "zeros" or max(layer._kernel_size) < min_kernel):
             continue
 
         def fwd(x, layer=layer, s=int(layer._stride[0]), p=int(pads[0])):
-            y = op.onednn_conv2d(x, layer.weight, s, p, plain)
+            y = op.onednn_conv2d(x, layer.weight, s, p, plain, 0 if x.stop_gradient else 1)
             if layer.bias is not None:
                 y = y + layer.bias.reshape([1, -1, 1, 1])
             return y
@@ -445,13 +447,13 @@ class Model:
         self.t = np.asarray(t, dtype="float32")
         self.include = a.onednn_include
 
-    def eager(self, fwd_wrap=None, f=None, op_plain=None):
+    def eager(self, fwd_wrap=None, f=None, op_plain=None, op_min_kernel=1):
         import paddle
         from ppyolo_slim.model import build_model
         m = build_model(self.meta)
         m.set_state_dict({k: paddle.to_tensor(v) for k, v in self.init.items()})
         m.train()
-        n_op = use_onednn_op(m, self.include, op_plain) if op_plain is not None else None
+        n_op = use_onednn_op(m, self.include, op_plain, op_min_kernel) if op_plain is not None else None
         opt = paddle.optimizer.Momentum(0.01, 0.9, parameters=m.parameters())
         fwd = fwd_wrap(m) if fwd_wrap else m
         x = paddle.to_tensor(self.x)
@@ -484,6 +486,7 @@ def model_candidates(a):
     else:
         c["to_static+FLAGS_use_mkldnn"] = lambda: mb.eager(to_static_wrap(None), f={"FLAGS_use_mkldnn": True})
     c["dygraph+custom oneDNN conv op"] = lambda: mb.eager(op_plain=0)
+    c["dygraph+custom oneDNN conv op (kernel > 1 only)"] = lambda: mb.eager(op_plain=0, op_min_kernel=2)
     return c
 
 

@@ -74,10 +74,19 @@ Prims& get(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws, int64
   return ref;
 }
 
+// Scratch buffers come from Paddle's caching allocator (a paddle::Tensor kept alive in `keep`
+// until the kernel returns): oneDNN's own allocation of a fresh buffer for every reorder
+// of a large activation would page-fault it in on every call.
+memory scratch(const memory::desc& d, std::vector<paddle::Tensor>& keep) {
+  const int64_t n = static_cast<int64_t>((d.get_size() + sizeof(float) - 1) / sizeof(float));
+  keep.push_back(paddle::empty({n > 0 ? n : 1}, paddle::DataType::FLOAT32, paddle::CPUPlace()));
+  return memory(d, eng(), keep.back().data<float>());
+}
+
 // user memory `u` as the primitive wants `want`: a reorder into a scratch memory if they differ
-memory as(const memory& u, const memory::desc& want) {
+memory as(const memory& u, const memory::desc& want, std::vector<paddle::Tensor>& keep) {
   if (u.get_desc() == want) return u;
-  memory m(want, eng());
+  memory m = scratch(want, keep);
   reorder(u, m).execute(strm(), const_cast<memory&>(u), m);
   return m;
 }
@@ -97,7 +106,7 @@ void check(const paddle::Tensor& t, const char* n) {
 }  // namespace
 
 std::vector<paddle::Tensor> ConvForward(const paddle::Tensor& x, const paddle::Tensor& w,
-                                        int64_t stride, int64_t pad, int64_t plain) {
+                                        int64_t stride, int64_t pad, int64_t plain, int64_t need_dx) {
   check(x, "x"); check(w, "w");
   auto& P = get(x.shape(), w.shape(), stride, pad, plain);
   auto yd = P.y_md.get_dims();
@@ -105,8 +114,9 @@ std::vector<paddle::Tensor> ConvForward(const paddle::Tensor& x, const paddle::T
   memory xu(P.x_md, eng(), const_cast<float*>(x.data<float>()));
   memory wu(P.w_md, eng(), const_cast<float*>(w.data<float>()));
   memory yu(P.y_md, eng(), y.data<float>());
-  memory xm = as(xu, P.fwd_pd.src_desc()), wm = as(wu, P.fwd_pd.weights_desc());
-  memory ym = P.fwd_pd.dst_desc() == P.y_md ? yu : memory(P.fwd_pd.dst_desc(), eng());
+  std::vector<paddle::Tensor> keep;
+  memory xm = as(xu, P.fwd_pd.src_desc(), keep), wm = as(wu, P.fwd_pd.weights_desc(), keep);
+  memory ym = P.fwd_pd.dst_desc() == P.y_md ? yu : scratch(P.fwd_pd.dst_desc(), keep);
   P.fwd.execute(strm(), {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}});
   back(ym, yu);
   strm().wait();
@@ -115,7 +125,7 @@ std::vector<paddle::Tensor> ConvForward(const paddle::Tensor& x, const paddle::T
 
 std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x, const paddle::Tensor& w,
                                          const paddle::Tensor& dy, int64_t stride, int64_t pad,
-                                         int64_t plain) {
+                                         int64_t plain, int64_t need_dx) {
   auto& P = get(x.shape(), w.shape(), stride, pad, plain);
   auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dw = paddle::empty(w.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
@@ -125,14 +135,19 @@ std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x, const paddle::
   memory dxu(P.x_md, eng(), dx.data<float>());
   memory dwu(P.w_md, eng(), dw.data<float>());
   // weights
-  memory xm = as(xu, P.bwd_w_pd.src_desc()), dym = as(dyu, P.bwd_w_pd.diff_dst_desc());
-  memory dwm = P.bwd_w_pd.diff_weights_desc() == P.w_md ? dwu : memory(P.bwd_w_pd.diff_weights_desc(), eng());
+  std::vector<paddle::Tensor> keep;
+  memory xm = as(xu, P.bwd_w_pd.src_desc(), keep), dym = as(dyu, P.bwd_w_pd.diff_dst_desc(), keep);
+  memory dwm = P.bwd_w_pd.diff_weights_desc() == P.w_md ? dwu : scratch(P.bwd_w_pd.diff_weights_desc(), keep);
   P.bwd_w.execute(strm(), {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}});
   back(dwm, dwu);
+  if (!need_dx) {  // x is an input without gradient (the image): dx is never read
+    strm().wait();
+    return {dx, dw};
+  }
   // data
-  memory wm = as(wu, P.bwd_d_pd.weights_desc());
-  memory dym2 = P.bwd_d_pd.diff_dst_desc() == dym.get_desc() ? dym : as(dyu, P.bwd_d_pd.diff_dst_desc());
-  memory dxm = P.bwd_d_pd.diff_src_desc() == P.x_md ? dxu : memory(P.bwd_d_pd.diff_src_desc(), eng());
+  memory wm = as(wu, P.bwd_d_pd.weights_desc(), keep);
+  memory dym2 = P.bwd_d_pd.diff_dst_desc() == dym.get_desc() ? dym : as(dyu, P.bwd_d_pd.diff_dst_desc(), keep);
+  memory dxm = P.bwd_d_pd.diff_src_desc() == P.x_md ? dxu : scratch(P.bwd_d_pd.diff_src_desc(), keep);
   P.bwd_d.execute(strm(), {{DNNL_ARG_DIFF_DST, dym2}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
   back(dxm, dxu);
   strm().wait();
@@ -142,11 +157,11 @@ std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x, const paddle::
 PD_BUILD_OP(onednn_conv2d)
     .Inputs({"X", "W"})
     .Outputs({"Y"})
-    .Attrs({"stride: int64_t", "pad: int64_t", "plain: int64_t"})
+    .Attrs({"stride: int64_t", "pad: int64_t", "plain: int64_t", "need_dx: int64_t"})
     .SetKernelFn(PD_KERNEL(ConvForward));
 
 PD_BUILD_GRAD_OP(onednn_conv2d)
     .Inputs({"X", "W", paddle::Grad("Y")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W")})
-    .Attrs({"stride: int64_t", "pad: int64_t", "plain: int64_t"})
+    .Attrs({"stride: int64_t", "pad: int64_t", "plain: int64_t", "need_dx: int64_t"})
     .SetKernelFn(PD_KERNEL(ConvBackward));
