@@ -551,9 +551,31 @@ def run_probe(a, name: str) -> Dict[str, Any]:
     return out
 
 
+def print_tables(path: str) -> None:
+    with open(path, encoding="utf-8") as fh:
+        d = json.load(fh)
+    for key, sec in d["sections"].items():
+        st = sec["settings"]
+        print(f"\n**{key}** ({sec['date']}; batch {st['batch']}, {st['size']} px, {st['threads']} thread, "
+              f"{st['rounds']} rounds; load at start {sec['machine']['load_avg_at_start'][0]})\n")
+        rows = []
+        for name, e in sec["candidates"].items():
+            o = e.get("onednn", {})
+            g = e.get("grads_vs_dygraph")
+            conv = sum(v["count"] for k, v in o.get("by_kind", {}).items() if k.startswith("convolution"))
+            rows.append([f"`{name}`", e.get("median_ms", "failed"),
+                         e["ratio_to_dygraph"]["median_of_pairs"] if "ratio_to_dygraph" in e else "",
+                         "" if g is None else ("equal" if g["allclose"] else f"**differ** ({g.get('max_err_rel_to_max', 0):.2g})"),
+                         f"{conv} conv / {o.get('primitives_in_one_step', 0)}" if o.get("ran") else ("no" if o else ""),
+                         (e.get("error") or "")[:90]])
+        print(C.fmt_table(["candidate", "median ms", "x dygraph", "grads vs dygraph", "oneDNN primitives a step",
+                           "error"], rows))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["micro", "model"])
+    ap.add_argument("part", choices=["micro", "model", "table"],
+                    help="table: print the markdown tables of the results file")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (micro 9, model 7)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
@@ -567,6 +589,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.part == "table":
+        return print_tables(C.result_path("levers", a.quick))
     a.size = a.size or (64 if a.part == "micro" else 256)
     a.rounds = a.rounds or (2 if a.quick else (9 if a.part == "micro" else 7))
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
@@ -591,7 +615,9 @@ def main(argv=None):
         except Exception as e:   # a candidate that fails is recorded, not fatal
             if os.environ.get("LEVERS_DEBUG"):
                 raise
-            notes[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"}
+            lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()] or [""]
+            msg = lines[0][:300] + (f" ... {lines[-1][:200]}" if len(lines) > 1 else "")
+            notes[name] = {"error": f"{type(e).__name__}: {msg}"}
         print(name, notes[name], flush=True)
     runnable = {k: steps[k] for k in steps}
     times = C.interleaved(runnable, rounds=a.rounds, warmup=a.warmup)
