@@ -581,17 +581,47 @@ def qat_export(weights: str, output: str, cfg, log: Callable[[str], None] = prin
     try:
         fp32_dir, qdir = os.path.join(work, "fp32"), os.path.join(work, "int8")
         export_fp32(fmodel_copy(state, meta, weights), fmodel.meta, fp32_dir, img_size, log)
+        report = {"method": "qat", "algo": None, "weights": os.path.abspath(weights), "img_size": img_size,
+                  "float_layers": list(q["float_layers"]), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if int8_via_pir():
+            plans, float_data = _qat_pir(model, state, meta, weights, work, qdir, img_size, int(cfg["export"]["opset"]))
+            return finish_int8_pir(qdir, fp32_dir, output, check_images, report, plans, float_data, log)
         os.makedirs(qdir)
         with explicit_silu():
             QAT(config=qat_config(q)).save_quantized_model(
                 model, os.path.join(qdir, "model"),
                 input_spec=[InputSpec([None, 3, img_size, img_size], "float32", name="images")])
         paddle.disable_static()
-        report = {"method": "qat", "algo": None, "weights": os.path.abspath(weights), "img_size": img_size,
-                  "float_layers": list(q["float_layers"]), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         return finish_int8(qdir, fp32_dir, output, check_images, report, int(cfg["export"]["opset"]), log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _qat_pir(model, state, meta, weights: str, work: str, qdir: str, img_size: int, opset: int):
+    """Paddle 3 QAT export (compat.int8_via_pir): the scales PaddleSlim's QAT layers hold (the
+    wrapper trains on Paddle 3.3; only its ``save_quantized_model`` needs the old IR) make the
+    plan; the BN-folded float model with exactly the QAT weights gives the float ONNX and the
+    fake-quantized program. Returns (plan, float ONNX bytes)."""
+    import copy
+    from . import quant_pir as P
+    from ..model.fold import fold_batchnorm
+    plans = P.plan_from_qat(model)
+    folded = fmodel_copy(state, meta, weights)
+    fold_batchnorm(folded)
+    convs = P.conv_layers(folded)
+    for p in plans:   # the QAT layer's own weights and bias (folding an identity BN could round)
+        w, b = state.get(f"{p.layer}._layer.weight"), state.get(f"{p.layer}._layer.bias")
+        if w is not None:
+            convs[p.layer].weight.set_value(np.asarray(w, np.float32))
+        if b is not None and convs[p.layer].bias is not None:
+            convs[p.layer].bias.set_value(np.asarray(b, np.float32))
+    folded.eval()
+    float_data = P.float_onnx(copy.deepcopy(folded), os.path.join(work, "fp32_folded"), img_size, opset)
+    P.fake_quant_model(folded, plans)
+    os.makedirs(qdir, exist_ok=True)
+    with explicit_silu():
+        P.save_paddle(folded, qdir, img_size)
+    return plans, float_data
 
 
 def load_model_from_state(state, meta, source: str):

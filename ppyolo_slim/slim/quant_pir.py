@@ -646,6 +646,10 @@ def qdq_onnx(float_onnx_bytes: bytes, plans: Sequence[ConvPlan]):
                 for u in G.cons.get(s, []):
                     u.input[:] = [sq if i == s else i for i in u.input]
     B.finish()
+    import json
+    from .quant_sensitivity import CONV_LAYERS_KEY
+    meta = model.metadata_props.add()
+    meta.key, meta.value = CONV_LAYERS_KEY, json.dumps({p.onnx_output: p.layer for p in plans if p.onnx_output})
     onnx.checker.check_model(model)
     return model
 
