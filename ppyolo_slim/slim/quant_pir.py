@@ -442,7 +442,7 @@ def save_paddle(model, folder: str, img_size: int) -> None:
 
 def float_onnx(model, folder: str, img_size: int, opset: int) -> bytes:
     """paddle2onnx of the float (BN-folded, explicit SiLU) model: the graph the Q/DQ go into.
-    Its conv weights are Constants named after the Paddle parameters (ConvPlan.weight_name)."""
+    qdq_onnx finds each conv in it again by its weights' values (ConvPlan.weight_key)."""
     import os
     import paddle2onnx
     from .quant import explicit_silu
@@ -508,9 +508,8 @@ def _fold_bias_adds(model) -> int:
             continue
         add = users[0]
         other = add.input[1] if add.input[0] == c.output[0] else add.input[0]
-        b = _const_array(G, other)
-        cout = _const_array(G, c.input[1]).shape[0]
-        if b is None or b.size != cout or (b.ndim == 4 and b.shape[1] != cout):
+        b, w = _const_array(G, other), _const_array(G, c.input[1])
+        if b is None or w is None or b.size != w.shape[0] or (b.ndim == 4 and b.shape[1] != w.shape[0]):
             continue
         name = c.output[0] + "_bias"
         model.graph.initializer.append(numpy_helper.from_array(b.reshape(-1).astype(np.float32), name))
@@ -530,6 +529,9 @@ def _fold_bias_adds(model) -> int:
 
 
 class _QDQBuilder:
+    """Collects the Q/DQ nodes to insert: weight DQs first, each activation pair right after the
+    node making its tensor (graph inputs: first of all)."""
+
     def __init__(self, model):
         from onnx import numpy_helper
         from .quant_onnx import ACT_ZP_NAME
@@ -545,8 +547,9 @@ class _QDQBuilder:
         self.model.graph.initializer.append(self.h.from_array(value, name))
         return name
 
-    def activation(self, tensor: str, abs_max: float, after: str) -> str:
-        """The DequantizeLinear output of a uint8 Q/DQ of ``tensor`` (one per tensor and scale)."""
+    def activation(self, tensor: str, abs_max: float) -> str:
+        """The DequantizeLinear output of a uint8 Q/DQ of ``tensor``, placed right after the
+        node that makes it (one pair per tensor and scale)."""
         from onnx import helper
         key = (tensor, float(abs_max))
         if key in self.made:
@@ -557,7 +560,7 @@ class _QDQBuilder:
         q = helper.make_node("QuantizeLinear", [tensor, s, self.zp], [f"{tensor}_q{i}"], name=f"int8_q_{i}")
         dq = helper.make_node("DequantizeLinear", [q.output[0], s, self.zp], [f"{tensor}_dq{i}"],
                               name=f"int8_dq_{i}")
-        self.nodes_after.setdefault(after, []).extend([q, dq])
+        self.nodes_after.setdefault(tensor, []).extend([q, dq])
         self.made[key] = dq.output[0]
         return dq.output[0]
 
@@ -627,9 +630,7 @@ def qdq_onnx(float_onnx_bytes: bytes, plans: Sequence[ConvPlan]):
             if w is None or w.shape != p.weight_q.shape:
                 raise QuantError(f"{p.layer}: the ONNX Conv's weights are not the model's")
             bias = _const_array(G, c.input[2]) if len(c.input) > 2 else None
-            src = c.input[0]
-            after = G.prod[src].output[0] if src in G.prod else src
-            c.input[0] = B.activation(src, p.input_max, after)
+            c.input[0] = B.activation(c.input[0], p.input_max)
             B.weight(c, p, bias)
         if p.output_max is not None:
             y = c.output[0]
@@ -637,12 +638,12 @@ def qdq_onnx(float_onnx_bytes: bytes, plans: Sequence[ConvPlan]):
             sig = [u for u in users if u.op_type == "Sigmoid"]
             if p.sigmoid_max is not None and (len(sig) != 1 or {u.op_type for u in users} != {"Sigmoid", "Mul"}):
                 raise QuantError(f"{p.layer}: no SiLU (Sigmoid and Mul) after the conv in the float ONNX")
-            yq = B.activation(y, p.output_max, y)
+            yq = B.activation(y, p.output_max)
             for u in users:
                 u.input[:] = [yq if i == y else i for i in u.input]
             if p.sigmoid_max is not None:
                 s = sig[0].output[0]
-                sq = B.activation(s, p.sigmoid_max, s)
+                sq = B.activation(s, p.sigmoid_max)
                 for u in G.cons.get(s, []):
                     u.input[:] = [sq if i == s else i for i in u.input]
     B.finish()
