@@ -30,7 +30,8 @@ built:
   and Paddle Inference run as written; saved by ``paddle.jit.save`` (``model.json``);
 * ``model_int8.onnx``: paddle2onnx's float ONNX of the same BN-folded model, with
   QuantizeLinear/DequantizeLinear inserted at the same tensors (uint8 activations, zero point
-  128; int8 per-channel weights; int32 biases on the input x weight scale grid), the form
+  128; int8 per-channel weights; int32 biases on the input x weight scale grid), in the form
+  paddle2onnx 1.3.1 writes on Paddle 2.6 (deploy/qdq_scales.py reads either), which
   onnxruntime fuses into QLinearConv / QLinearSigmoid / QLinearMul.
 
 The decode after the Detect convs is never quantized; convs named in ``quant.float_layers``
@@ -529,8 +530,8 @@ def _fold_bias_adds(model) -> int:
 
 
 class _QDQBuilder:
-    """Collects the Q/DQ nodes to insert: weight DQs first, each activation pair right after the
-    node making its tensor (graph inputs: first of all)."""
+    """Collects the Q/DQ nodes to insert: weight Q/DQs first, each activation pair right after
+    the node making its tensor (graph inputs: first of all)."""
 
     def __init__(self, model):
         from onnx import numpy_helper
@@ -565,16 +566,20 @@ class _QDQBuilder:
         return dq.output[0]
 
     def weight(self, c, p: ConvPlan, bias: Optional[np.ndarray]) -> None:
+        """Weights as paddle2onnx writes them: the float kernel (on its INT8 grid, so it
+        quantizes to the plan's integers exactly) through QuantizeLinear and DequantizeLinear,
+        per output channel; the bias as int32 on the input x weight scale grid."""
         from onnx import helper
         i = self.count
         self.count += 1
         ws = (p.weight_max / QMAX).astype(np.float32)
-        wq = self._init(f"{p.weight_name}_int8", p.weight_q)
+        wf = self._init(f"{p.weight_name}_int8_grid", (p.weight_q.astype(np.float32) * ws.reshape(-1, 1, 1, 1)))
         wsn = self._init(f"{p.weight_name}_scale", ws)
         wzp = self._init(f"{p.weight_name}_zero_point", np.zeros(len(ws), np.int8))
-        dq = helper.make_node("DequantizeLinear", [wq, wsn, wzp], [f"{p.weight_name}_dq"], axis=0,
+        q = helper.make_node("QuantizeLinear", [wf, wsn, wzp], [f"{p.weight_name}_q"], axis=0, name=f"int8_wq_{i}")
+        dq = helper.make_node("DequantizeLinear", [q.output[0], wsn, wzp], [f"{p.weight_name}_dq"], axis=0,
                               name=f"int8_wdq_{i}")
-        new = [dq]
+        new = [q, dq]
         c.input[1] = dq.output[0]
         if bias is not None:
             bs = (np.float32(p.input_max / QMAX) * ws).astype(np.float32)
@@ -596,8 +601,19 @@ class _QDQBuilder:
             for o in n.output:
                 nodes.extend(self.nodes_after.get(o, []))
         pre = [x for t in [i.name for i in g.input] for x in self.nodes_after.get(t, [])]
+        nodes = pre + nodes
+        while True:   # the float kernels and biases replaced above: their Constants (and Reshapes) go
+            used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+            dead = [n for n in nodes if n.op_type in ("Constant", "Reshape") and not any(o in used for o in n.output)]
+            if not dead:
+                break
+            nodes = [n for n in nodes if all(n is not d for d in dead)]
         del g.node[:]
-        g.node.extend(pre + nodes)
+        g.node.extend(nodes)
+        used = {i for n in nodes for i in n.input}
+        keep = [t for t in g.initializer if t.name in used]
+        del g.initializer[:]
+        g.initializer.extend(keep)
 
 
 def qdq_onnx(float_onnx_bytes: bytes, plans: Sequence[ConvPlan]):
