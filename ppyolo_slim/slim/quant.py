@@ -16,6 +16,12 @@ conv's observer sat before the BN.)
 Output folder: ``model.pdmodel`` + ``model.pdiparams`` (the Paddle Inference INT8 model,
 quantize/dequantize ops), ``model_int8.onnx`` (QDQ, for onnxruntime), ``infer_cfg.yml``,
 ``quant_report.json``.
+
+That is the Paddle 2.6 route. On Paddle 3 (``compat.int8_via_pir``) ``ptq`` and ``qat_export``
+hand over to quant_pir.py after the shared steps (calibration images, the FP32 reference
+export): ``model.json`` is a fake-quantized program there, and ``model_int8.onnx`` is built
+from paddle2onnx's float ONNX and the calibrated scales; the check, report and folder are
+the same.
 """
 from __future__ import annotations
 
