@@ -55,7 +55,7 @@ def tiny5_weights(tiny_data, tmp_path_factory):
 def ptq_dir(tiny_data, tiny5_weights, tmp_path_factory):
     """tools/quant.py --method ptq of tiny5_weights: the output folder (read only)."""
     from ppyolo_slim.compat import int8_unsupported
-    if int8_unsupported() is not None:     # Paddle 3: INT8 is refused (docs/paddle3.md)
+    if int8_unsupported() is not None:     # a set without INT8 (none at present)
         pytest.skip(str(int8_unsupported()))
     out = str(tmp_path_factory.mktemp("ptq") / "int8")
     rc = load_tool("quant").main(["-c", "configs/quant.yml", "--weights", tiny5_weights, "--method", "ptq",

@@ -11,17 +11,18 @@ import pytest
 
 import ppyolo_slim  # noqa: F401  (import order)
 from conftest import QUANT_TINY as TINY, load_tool, quant_tiny_opts as tiny_opts
-from ppyolo_slim.compat import int8_unsupported
+from ppyolo_slim.compat import int8_unsupported, int8_via_pir, saved_model_file
 from ppyolo_slim.utils.graph import reachable
 
-NO_INT8 = int8_unsupported()   # None on Paddle 2.6; on Paddle 3 why INT8 cannot run there
+NO_INT8 = int8_unsupported()   # None where INT8 runs (both sets now)
 needs_int8 = pytest.mark.skipif(NO_INT8 is not None, reason=str(NO_INT8))
+PIR = int8_via_pir()           # Paddle 3: slim/quant_pir.py instead of PaddleSlim's old-IR export
 
 
 @needs_int8
 @pytest.mark.compat
 def test_ptq_writes_paddle_and_onnx_int8(ptq_dir):
-    for f in ("model.pdmodel", "model.pdiparams", "model_int8.onnx", "infer_cfg.yml", "quant_report.json"):
+    for f in (saved_model_file(), "model.pdiparams", "model_int8.onnx", "infer_cfg.yml", "quant_report.json"):
         assert os.path.isfile(os.path.join(ptq_dir, f)), f
     rep = json.load(open(os.path.join(ptq_dir, "quant_report.json")))
     assert rep["check"]["passed"] and rep["method"] == "ptq"
@@ -30,7 +31,10 @@ def test_ptq_writes_paddle_and_onnx_int8(ptq_dir):
     assert rep["paddle_int8"]["float_convs"] == 3 and fused.get("Conv") == 3
     assert fused["QLinearConv"] == rep["paddle_int8"]["quantized_convs"] > 40
     assert fused.get("QLinearSigmoid", 0) == fused["QLinearConv"]
-    assert rep["program_edits"]["observers"] > 0
+    if PIR:   # the Q/DQ are inserted into the float ONNX, one pair per quantized tensor
+        assert rep["onnx"]["edits"]["qdq_pairs_inserted"] > 2 * fused["QLinearConv"]
+    else:     # PaddleSlim's conv-output observers, removed from the program (quant_program.py)
+        assert rep["program_edits"]["observers"] > 0
 
 
 @needs_int8
@@ -196,6 +200,8 @@ def test_qat_export_runs_integer_convs_and_refuses_a_float_onnx(tiny_data, tiny5
     trt = check_int8_against_onnxruntime(str(tmp_path / "int8"))
     assert trt["passed"], trt["failures"]
     assert trt["int8"]["quantized_convs"] == n and trt["per_layer"]["differ"] == 0
+    if PIR:   # paddle2onnx does not place the Q/DQ there: the unfolded case below is the 2.6 route's
+        return
     import ppyolo_slim.model.fold as fold
     monkeypatch.setattr(fold, "fold_batchnorm", lambda model: 0)
     with pytest.raises(Q.QuantError, match="paddle2onnx dropped the quantization"):
@@ -292,24 +298,3 @@ def test_sensitivity_puts_each_part_back_in_float(ptq_dir, tiny_data):
     assert len(rows) == len(v) and [r["gain"] for r in rows] == sorted((r["gain"] for r in rows), reverse=True)
     assert any(r["float_part"].startswith("conv model.") for r in rows)
     assert all(abs(r["gain"] - (r["map50_95"] - res["int8"])) < 1e-12 for r in rows)
-
-
-@pytest.mark.skipif(NO_INT8 is None, reason="INT8 runs on this Paddle")
-@pytest.mark.parametrize("method", ["ptq", "qat"])
-@pytest.mark.compat
-def test_int8_on_paddle3_is_refused_before_any_work(method, tiny_data, tiny5_weights, tmp_path, capsys):
-    out = tmp_path / "int8"
-    rc = load_tool("quant").main(["-c", "configs/quant.yml", "--weights", tiny5_weights, "--method", method,
-                                  "--output", str(out), "-o"] + tiny_opts(tiny_data, "epochs=1"))
-    err = capsys.readouterr().err
-    assert rc == 1 and "needs the Paddle 2.6 set" in err and "docs/paddle3.md" in err, err
-    assert not out.exists()
-
-
-@pytest.mark.skipif(NO_INT8 is None, reason="INT8 runs on this Paddle")
-@pytest.mark.compat
-def test_pipeline_with_int8_on_paddle3_is_refused_at_the_start(tmp_path):
-    from ppyolo_slim.pipeline import Pipeline
-    with pytest.raises(ValueError, match="pipeline.quant=ptq: INT8 quantization needs the Paddle 2.6 set"):
-        Pipeline(str(tmp_path / "run"), ["pipeline.quant=ptq"], progress=False, log=lambda m: None)
-    assert not (tmp_path / "run").exists()

@@ -1,15 +1,16 @@
 #!/usr/bin/env python
-"""INT8 with PaddleSlim: post-training quantization or quantization-aware training.
+"""INT8 with PaddleSlim (on Paddle 3: paddle.quantization, docs/paddle3.md): post-training
+quantization or quantization-aware training.
 
   python tools/quant.py -c configs/quant.yml --weights best.pdparams --method ptq --output out/int8
   python tools/quant.py -c configs/quant.yml --weights best.pdparams --method qat --output out/int8_qat
   python tools/quant.py -c configs/quant.yml --weights out/int8_qat/train/best.pdparams --method qat \
       --export-only --output out/int8_qat
 
-Writes into --output: model.pdmodel + model.pdiparams (Paddle Inference INT8), model_int8.onnx
-(QDQ for onnxruntime), infer_cfg.yml, quant_report.json. The ONNX file is run in onnxruntime
-against the fake-quantized Paddle model on val images; a difference beyond the tolerance
-(ppyolo_slim/slim/quant.py, check_int8) is an error (exit 1) and nothing is written.
+Writes into --output: model.pdmodel (Paddle 3: model.json) + model.pdiparams (Paddle Inference
+INT8), model_int8.onnx (QDQ for onnxruntime), infer_cfg.yml, quant_report.json. The ONNX file
+is run in onnxruntime against the fake-quantized Paddle model on val images; a difference beyond
+the tolerance (ppyolo_slim/slim/quant.py, check_int8) is an error (exit 1) and nothing is written.
 QAT fine-tunes with the project's trainer into <output>/train; a killed run continues with
 the same command (or tools/train.py --resume <output>/train/last.pdparams).
 Then: tools/eval.py --onnx <output>/model_int8.onnx, or --model-dir <output>.

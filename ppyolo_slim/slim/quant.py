@@ -16,6 +16,12 @@ conv's observer sat before the BN.)
 Output folder: ``model.pdmodel`` + ``model.pdiparams`` (the Paddle Inference INT8 model,
 quantize/dequantize ops), ``model_int8.onnx`` (QDQ, for onnxruntime), ``infer_cfg.yml``,
 ``quant_report.json``.
+
+That is the Paddle 2.6 route. On Paddle 3 (``compat.int8_via_pir``) ``ptq`` and ``qat_export``
+hand over to quant_pir.py after the shared steps (calibration images, the FP32 reference
+export): ``model.json`` is a fake-quantized program there, and ``model_int8.onnx`` is built
+from paddle2onnx's float ONNX and the calibrated scales; the check, report and folder are
+the same.
 """
 from __future__ import annotations
 
@@ -37,6 +43,11 @@ PTQ_OPS = ["conv2d", "depthwise_conv2d", "sigmoid", "elementwise_mul"]
 
 class QuantError(RuntimeError):
     """A quantization that cannot be done as asked; the message says why."""
+
+
+def int8_via_pir() -> bool:
+    from ..compat import int8_via_pir as via_pir
+    return via_pir()
 
 
 def require_int8_support() -> None:
@@ -148,7 +159,10 @@ def _paddle_predictor(model_dir: str, fake_quant: bool):
     """Paddle Inference on CPU. ``fake_quant``: run the program's ops as written, no IR passes,
     the reference semantics of the quantized program."""
     import paddle.inference as pi
-    cfg = pi.Config(os.path.join(model_dir, "model.pdmodel"), os.path.join(model_dir, "model.pdiparams"))
+    from ..compat import MODEL_FILES
+    model_file = next((os.path.join(model_dir, f) for f in MODEL_FILES if os.path.isfile(os.path.join(model_dir, f))),
+                      os.path.join(model_dir, MODEL_FILES[0]))
+    cfg = pi.Config(model_file, os.path.join(model_dir, "model.pdiparams"))
     cfg.disable_gpu()
     cfg.disable_glog_info()
     cfg.switch_ir_optim(not fake_quant)
@@ -261,11 +275,15 @@ def int8_onnx(model_dir: str, opset: int = 13, log: Callable[[str], None] = prin
         f.write(data)
     ops = Q.quantized_op_counts(model)
     fused = Q.ort_fused_op_counts(data)
-    log(f"paddle2onnx: {ONNX_INT8}; onnxruntime runs {fused.get('QLinearConv', 0)} QLinearConv, "
+    _log_fused(f"paddle2onnx: {ONNX_INT8}", fused, log)
+    return {"edits": edits, "quantized_inputs_by_op": ops, "onnxruntime_ops": fused}
+
+
+def _log_fused(what: str, fused: Dict[str, int], log: Callable[[str], None]) -> None:
+    log(f"{what}; onnxruntime runs {fused.get('QLinearConv', 0)} QLinearConv, "
         f"{fused.get('QLinearSigmoid', 0)} QLinearSigmoid, {fused.get('QLinearMul', 0)} QLinearMul, "
         f"{fused.get('QLinearAdd', 0)} QLinearAdd, {fused.get('QLinearConcat', 0)} QLinearConcat; "
         f"float: {fused.get('Conv', 0)} Conv, {fused.get('Sigmoid', 0)} Sigmoid, {fused.get('Mul', 0)} Mul")
-    return {"edits": edits, "quantized_inputs_by_op": ops, "onnxruntime_ops": fused}
 
 
 def _write_cfg(fp32_dir: str, out_dir: str, extra: Dict[str, Any]) -> None:
@@ -291,7 +309,6 @@ def finish_int8(qdir: str, fp32_dir: str, output: str, check_images: Sequence[np
                 sensitivity: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Program edits, ONNX, check, infer_cfg and report for a quantized program in ``qdir``;
     ``sensitivity`` ({data, img_size, limit}): also the per-part study (sensitivity.json)."""
-    from ..utils.io import dumps
     from .quant_program import float_conv_inputs, quantized_convs, remove_pairs
     decode_q = None
     if sensitivity is not None:   # the same program with the decode quantized, for comparison
@@ -308,16 +325,29 @@ def finish_int8(qdir: str, fp32_dir: str, output: str, check_images: Sequence[np
         f"{report['program_edits']['observers']} conv-output observers and "
         f"{report['program_edits']['decode']} quantize pairs of the decode")
     report["onnx"] = int8_onnx(qdir, opset, log)
+    sens_args = None
+    if sensitivity is not None:
+        from .quant_sensitivity import layer_names
+        sens_args = dict(sensitivity, names=layer_names(fp32_dir), decode_int8_onnx=os.path.join(decode_q, ONNX_INT8))
+    return _check_and_publish(qdir, fp32_dir, output, check_images, report, len(q), log, sens_args)
+
+
+def _check_and_publish(qdir: str, fp32_dir: str, output: str, check_images: Sequence[np.ndarray],
+                       report: Dict[str, Any], quantized_convs: int, log: Callable[[str], None],
+                       sensitivity: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The part of the INT8 export both routes share: the ONNX's integer convs counted against
+    the Paddle program's, check_int8, the sensitivity study if asked, infer_cfg, report, publish."""
+    from ..utils.io import dumps
     onnx_q = report["onnx"]["quantized_inputs_by_op"].get("Conv", {}).get("quantized_inputs", 0)
-    if onnx_q != len(q):   # the check below would pass a float ONNX: it compares outputs only
+    if onnx_q != quantized_convs:   # the check below would pass a float ONNX: it compares outputs only
         raise QuantError(f"{ONNX_INT8}: {onnx_q} convs read quantized inputs, the Paddle INT8 program has "
-                         f"{len(q)} quantized convs; paddle2onnx dropped the quantization")
+                         f"{quantized_convs} quantized convs; paddle2onnx dropped the quantization")
     report["check"] = check_int8(qdir, os.path.join(fp32_dir, "model.onnx"), check_images, log=log)
     if sensitivity is not None:
-        from .quant_sensitivity import layer_names, sensitivity as study
+        from .quant_sensitivity import sensitivity as study
         sens = study(os.path.join(qdir, ONNX_INT8), os.path.join(fp32_dir, "model.onnx"), sensitivity["data"],
-                     int(sensitivity["img_size"]), layer_names(fp32_dir),
-                     decode_int8_onnx=os.path.join(decode_q, ONNX_INT8), limit=sensitivity.get("limit"), log=log)
+                     int(sensitivity["img_size"]), sensitivity["names"],
+                     decode_int8_onnx=sensitivity.get("decode_int8_onnx"), limit=sensitivity.get("limit"), log=log)
         with open(os.path.join(qdir, "sensitivity.json"), "w", encoding="utf-8") as f:
             f.write(dumps(sens))
         report["sensitivity"] = {k: v for k, v in sens.items() if k != "float_parts"}
@@ -329,6 +359,30 @@ def finish_int8(qdir: str, fp32_dir: str, output: str, check_images: Sequence[np
     _publish(qdir, output)
     report["output"] = output
     return report
+
+
+def finish_int8_pir(qdir: str, fp32_dir: str, output: str, check_images: Sequence[np.ndarray],
+                    report: Dict[str, Any], plans, float_onnx_data: bytes, log: Callable[[str], None],
+                    sensitivity: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Paddle 3 (compat.int8_via_pir): ``model_int8.onnx`` from paddle2onnx's float ONNX and the
+    plan's scales (quant_pir.qdq_onnx); the fake-quantized Paddle program is already in ``qdir``."""
+    from . import quant_onnx as Q
+    from . import quant_pir as P
+    q, fl = P.quantized_counts(plans)
+    report["paddle_int8"] = {"quantized_convs": len(q), "float_convs": len(fl)}
+    log(f"Paddle INT8 program: {len(q)} quantized convs, {len(fl)} float")
+    model = P.qdq_onnx(float_onnx_data, plans)
+    data = model.SerializeToString()
+    with open(os.path.join(qdir, ONNX_INT8), "wb") as f:
+        f.write(data)
+    fused = Q.ort_fused_op_counts(data)
+    _log_fused(f"Q/DQ from the calibrated scales into paddle2onnx's float ONNX: {ONNX_INT8}", fused, log)
+    report["onnx"] = {"edits": {"qdq_pairs_inserted": sum(n.op_type == "QuantizeLinear" for n in model.graph.node)},
+                      "quantized_inputs_by_op": Q.quantized_op_counts(model), "onnxruntime_ops": fused}
+    sens_args = None
+    if sensitivity is not None:   # the decode-in-INT8 comparison needs the 2.6 route's program edits
+        sens_args = dict(sensitivity, names={p.onnx_output: p.layer for p in plans if p.onnx_output})
+    return _check_and_publish(qdir, fp32_dir, output, check_images, report, len(q), log, sens_args)
 
 
 def export_fp32(model, meta, folder: str, img_size: int, log: Callable[[str], None]) -> None:
@@ -364,6 +418,15 @@ def ptq(weights: str, output: str, cfg, log: Callable[[str], None] = print,
     try:
         fp32_dir, qdir = os.path.join(work, "fp32"), os.path.join(work, "int8")
         export_fp32(model, model.meta, fp32_dir, img_size, log)
+        report = {"method": "ptq", "algo": algo, "weights": os.path.abspath(weights), "img_size": img_size,
+                  "calibration_images": int(sum(len(b) for b in batches)), "float_layers": list(q["float_layers"]),
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        sens = {"data": cfg["data"], "img_size": img_size} if sensitivity else None
+        if int8_via_pir():
+            plans, float_data = _ptq_pir(weights, q, batches, work, qdir, img_size, int(cfg["export"]["opset"]))
+            log(f"paddle.quantization PTQ, algo {algo}: {sum(len(b) for b in batches)} images in "
+                f"{time.time() - t0:.1f} s")
+            return finish_int8_pir(qdir, fp32_dir, output, check_images, report, plans, float_data, log, sens)
         skip = float_layer_weights(fp32_dir, q["float_layers"])
         from paddleslim.quant import quant_post_static
         paddle.enable_static()
@@ -380,13 +443,35 @@ def ptq(weights: str, output: str, cfg, log: Callable[[str], None] = print,
             paddle.disable_static()
         log(f"PaddleSlim quant_post_static, algo {algo}: {sum(len(b) for b in batches)} images in "
             f"{time.time() - t0:.1f} s")
-        report = {"method": "ptq", "algo": algo, "weights": os.path.abspath(weights), "img_size": img_size,
-                  "calibration_images": int(sum(len(b) for b in batches)), "float_layers": list(q["float_layers"]),
-                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        sens = {"data": cfg["data"], "img_size": img_size} if sensitivity else None
         return finish_int8(qdir, fp32_dir, output, check_images, report, int(cfg["export"]["opset"]), log, sens)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _ptq_pir(weights: str, q, batches, work: str, qdir: str, img_size: int, opset: int):
+    """Paddle 3 PTQ (compat.int8_via_pir, slim/quant_pir.py): the BN-folded model's float ONNX,
+    calibration through ``paddle.quantization.PTQ``, the fake-quantized program saved in
+    ``qdir``. Returns (plan, float ONNX bytes)."""
+    import copy
+    from . import quant_pir as P
+    from .. import load_model
+    from ..model.fold import fold_batchnorm
+    folded = load_model(weights)
+    fold_batchnorm(folded)
+    folded.eval()
+    float_data = P.float_onnx(copy.deepcopy(folded), os.path.join(work, "fp32_folded"), img_size, opset)
+    calib = copy.deepcopy(folded)
+    try:
+        P.prepare_ptq(calib, q["algo"], float(q["hist_percent"]), q["float_layers"])
+    except ValueError as e:
+        raise QuantError(str(e)) from None
+    P.calibrate(calib, batches)
+    plans = P.plan_from_ptq(calib)
+    P.fake_quant_model(folded, plans)
+    os.makedirs(qdir, exist_ok=True)
+    with explicit_silu():
+        P.save_paddle(folded, qdir, img_size)
+    return plans, float_data
 
 
 @contextlib.contextmanager
@@ -499,17 +584,47 @@ def qat_export(weights: str, output: str, cfg, log: Callable[[str], None] = prin
     try:
         fp32_dir, qdir = os.path.join(work, "fp32"), os.path.join(work, "int8")
         export_fp32(fmodel_copy(state, meta, weights), fmodel.meta, fp32_dir, img_size, log)
+        report = {"method": "qat", "algo": None, "weights": os.path.abspath(weights), "img_size": img_size,
+                  "float_layers": list(q["float_layers"]), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if int8_via_pir():
+            plans, float_data = _qat_pir(model, state, meta, weights, work, qdir, img_size, int(cfg["export"]["opset"]))
+            return finish_int8_pir(qdir, fp32_dir, output, check_images, report, plans, float_data, log)
         os.makedirs(qdir)
         with explicit_silu():
             QAT(config=qat_config(q)).save_quantized_model(
                 model, os.path.join(qdir, "model"),
                 input_spec=[InputSpec([None, 3, img_size, img_size], "float32", name="images")])
         paddle.disable_static()
-        report = {"method": "qat", "algo": None, "weights": os.path.abspath(weights), "img_size": img_size,
-                  "float_layers": list(q["float_layers"]), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         return finish_int8(qdir, fp32_dir, output, check_images, report, int(cfg["export"]["opset"]), log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _qat_pir(model, state, meta, weights: str, work: str, qdir: str, img_size: int, opset: int):
+    """Paddle 3 QAT export (compat.int8_via_pir): the scales PaddleSlim's QAT layers hold (the
+    wrapper trains on Paddle 3.3; only its ``save_quantized_model`` needs the old IR) make the
+    plan; the BN-folded float model with exactly the QAT weights gives the float ONNX and the
+    fake-quantized program. Returns (plan, float ONNX bytes)."""
+    import copy
+    from . import quant_pir as P
+    from ..model.fold import fold_batchnorm
+    plans = P.plan_from_qat(model)
+    folded = fmodel_copy(state, meta, weights)
+    fold_batchnorm(folded)
+    convs = P.conv_layers(folded)
+    for p in plans:   # the QAT layer's own weights and bias (folding an identity BN could round)
+        w, b = state.get(f"{p.layer}._layer.weight"), state.get(f"{p.layer}._layer.bias")
+        if w is not None:
+            convs[p.layer].weight.set_value(np.asarray(w, np.float32))
+        if b is not None and convs[p.layer].bias is not None:
+            convs[p.layer].bias.set_value(np.asarray(b, np.float32))
+    folded.eval()
+    float_data = P.float_onnx(copy.deepcopy(folded), os.path.join(work, "fp32_folded"), img_size, opset)
+    P.fake_quant_model(folded, plans)
+    os.makedirs(qdir, exist_ok=True)
+    with explicit_silu():
+        P.save_paddle(folded, qdir, img_size)
+    return plans, float_data
 
 
 def load_model_from_state(state, meta, source: str):

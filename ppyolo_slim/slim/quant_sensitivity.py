@@ -70,11 +70,24 @@ def variants(model) -> Dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+CONV_LAYERS_KEY = "ppyolo_slim_conv_layers"   # metadata of a Paddle 3 model_int8.onnx (quant_pir.qdq_onnx)
+
+
+def onnx_conv_layers(model) -> Dict[str, str]:
+    """ONNX conv output name -> layer, from the metadata the Paddle 3 route writes (its ONNX
+    conv names are paddle2onnx's, not the Paddle program's); {} when absent."""
+    import json
+    for p in model.metadata_props:
+        if p.key == CONV_LAYERS_KEY:
+            return dict(json.loads(p.value))
+    return {}
+
+
 def layer_names(fp32_dir: Optional[str]) -> Dict[str, str]:
     """ONNX conv output name (conv2d_12.tmp_0) -> the model's layer (model.4.m.0.cv1), by the
     order of the convs in the saved program and their weights' structured names."""
-    if not fp32_dir:
-        return {}
+    if not fp32_dir or not os.path.isfile(os.path.join(fp32_dir, "model.pdmodel")):
+        return {}   # a Paddle 3 (PIR) folder: the INT8 ONNX names its convs itself (onnx_conv_layers)
     from .quant_program import CONV_OPS, _args, _read, structured_names
     names = structured_names(fp32_dir)
     out = {}
@@ -115,6 +128,7 @@ def sensitivity(int8_onnx: str, fp32_onnx: str, data: str, img_size: int, names_
             if tmp:
                 os.unlink(tmp)
     base = onnx.load(int8_onnx)
+    names_by_conv = {**onnx_conv_layers(base), **names_by_conv}
     res: Dict[str, Any] = {"fp32": score(fp32_onnx), "int8": score(int8_onnx), "images": len(recs)}
     if decode_int8_onnx:
         res["decode_in_int8"] = score(decode_int8_onnx)
