@@ -157,6 +157,8 @@ def quick_models(work):
     data = generate_shapes(os.path.join(work, "shapes"), n_train=16, n_val=8, img_size=96, seed=1, verbose=False)
     names = list(load_data(data, verbose=False).names)
     meta = ModelMeta(nc=len(names), names=names, img_size=64)
+    import paddle
+    paddle.seed(5)   # the same random models every run: the INT8 check on random weights is then reproducible
     paths = []
     for i, model in enumerate((build_model(meta), uneven_model(nc=len(names)))):
         p = os.path.join(work, f"quick{i}.pdparams")
