@@ -31,7 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,10 +39,7 @@ ONNX_INT8 = "model_int8.onnx"
 REPORT = "quant_report.json"
 # ops whose inputs PTQ quantizes: convs, and SiLU written as sigmoid and mul
 PTQ_OPS = ["conv2d", "depthwise_conv2d", "sigmoid", "elementwise_mul"]
-
-
-class QuantError(RuntimeError):
-    """A quantization that cannot be done as asked; the message says why."""
+from .quant_base import QuantError, explicit_silu  # noqa: E402,F401  (shared with quant_pir.py)
 
 
 def int8_via_pir() -> bool:
@@ -114,25 +111,6 @@ def _paddle_loader(batches: Sequence[np.ndarray], feed_name: str):
 
 
 # ------------------------------------------------------------------------------ export helpers
-
-@contextlib.contextmanager
-def explicit_silu() -> Iterator[None]:
-    """While active, ``nn.Silu`` computes ``x * sigmoid(x)``: paddle.jit.save then writes
-    sigmoid and elementwise_mul ops, which PaddleSlim can quantize (it has no ``silu``), so
-    the SiLU runs in INT8 in onnxruntime (QLinearSigmoid, QLinearMul)."""
-    import paddle
-    import paddle.nn.functional as F
-    orig = paddle.nn.Silu.forward
-
-    def forward(self, x):   # a def, not a lambda: Paddle 3's to_static cannot read a lambda's source
-        return x * F.sigmoid(x)
-
-    paddle.nn.Silu.forward = forward
-    try:
-        yield
-    finally:
-        paddle.nn.Silu.forward = orig
-
 
 def float_layer_weights(fp32_dir: str, float_layers: Sequence[str]) -> List[str]:
     """Parameter names of the conv weights of ``float_layers`` (structured prefixes such as

@@ -276,7 +276,7 @@ def conv_layers(model) -> Dict[str, nn.Conv2D]:
 
 
 def check_float_layers(model, float_layers: Sequence[str]) -> None:
-    from .quant import QuantError
+    from .quant_base import QuantError
     convs = list(conv_layers(model))
     detect = f"model.{len(model.model) - 1}"
     unknown = [f for f in float_layers if f != "detect" and not any(_float_layer(c, [f], detect) for c in convs)]
@@ -446,7 +446,7 @@ def float_onnx(model, folder: str, img_size: int, opset: int) -> bytes:
     qdq_onnx finds each conv in it again by its weights' values (ConvPlan.weight_key)."""
     import os
     import paddle2onnx
-    from .quant import explicit_silu
+    from .quant_base import explicit_silu
     with explicit_silu():
         save_paddle(model, folder, img_size)
     from ..compat import saved_model_file
@@ -621,7 +621,7 @@ def qdq_onnx(float_onnx_bytes: bytes, plans: Sequence[ConvPlan]):
     (uint8, zero point 128), weights (int8 per output channel) and bias (int32); each SiLU's
     input (the conv output) and sigmoid. Returns the onnx model."""
     import onnx
-    from .quant import QuantError
+    from .quant_base import QuantError
     from .quant_onnx import _Graph
     model = onnx.load_from_string(float_onnx_bytes)
     _bypass_identities(model)
