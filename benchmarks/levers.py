@@ -190,6 +190,25 @@ OP_SRC = os.path.join(C.HERE, "onednn_conv", "onednn_conv.cc")
 _OP = [None]
 
 
+def eager_step(m, opt, fwd_wrap, f, n_op, loss_of, x):
+    """(step(keep) -> grads or None, the first step's grads): forward (through ``fwd_wrap`` if
+    given), ``loss_of(output)``, backward, optimizer step, under ``flags(f)``."""
+    fwd = fwd_wrap(m) if fwd_wrap else m
+
+    def step(keep=False):
+        with flags(f or {}):
+            loss = loss_of(fwd(x))
+            loss.backward()
+            g = grads_of(m.parameters()) if keep else None
+            opt.step()
+            opt.clear_grad()
+            float(loss)
+        return g
+    if n_op is not None:
+        step.convs_on_custom_op = n_op
+    return step, step(keep=True)
+
+
 def onednn_op(include: str):
     """benchmarks/onednn_conv/onednn_conv.cc built with paddle.utils.cpp_extension against
     the wheel's own libdnnl.so.3. The wheel ships only shim headers (dnnl.hpp includes a
@@ -271,21 +290,8 @@ class Micro:
         import paddle
         m, opt = self._dy_model()
         n_op = use_onednn_op(m, self.include, op_plain) if op_plain is not None else None
-        fwd = fwd_wrap(m) if fwd_wrap else m
         x, w = paddle.to_tensor(self.x), paddle.to_tensor(self.w)
-
-        def step(keep=False):
-            with flags(f or {}):
-                loss = (fwd(x) * w).mean()
-                loss.backward()
-                g = grads_of(m.parameters()) if keep else None
-                opt.step()
-                opt.clear_grad()
-                float(loss)
-            return g
-        if n_op is not None:
-            step.convs_on_custom_op = n_op
-        return step, step(keep=True)
+        return eager_step(m, opt, fwd_wrap, f, n_op, lambda out: (out * w).mean(), x)
 
     def static(self, ops=(), f=None, fmt="NCHW") -> Tuple[Callable, Dict]:
         import paddle
@@ -455,21 +461,8 @@ class Model:
         m.train()
         n_op = use_onednn_op(m, self.include, op_plain, op_min_kernel) if op_plain is not None else None
         opt = paddle.optimizer.Momentum(0.01, 0.9, parameters=m.parameters())
-        fwd = fwd_wrap(m) if fwd_wrap else m
-        x = paddle.to_tensor(self.x)
-
-        def step(keep=False):
-            with flags(f or {}):
-                loss, _ = self.loss(fwd(x), self.t)
-                loss.backward()
-                g = grads_of(m.parameters()) if keep else None
-                opt.step()
-                opt.clear_grad()
-                float(loss)
-            return g
-        if n_op is not None:
-            step.convs_on_custom_op = n_op
-        return step, step(keep=True)
+        return eager_step(m, opt, fwd_wrap, f, n_op, lambda out: self.loss(out, self.t)[0],
+                          paddle.to_tensor(self.x))
 
 
 def model_candidates(a):
