@@ -63,9 +63,8 @@ def _ort(path, threads=1):
 
 def _paddle(folder, int8, threads=1):
     import paddle.inference as pi
-    from ppyolo_slim.compat import MODEL_FILES   # model.pdmodel (Paddle 2.6) or model.json (Paddle 3)
-    model_file = next(os.path.join(folder, f) for f in MODEL_FILES if os.path.isfile(os.path.join(folder, f)))
-    cfg = pi.Config(model_file, os.path.join(folder, "model.pdiparams"))
+    from ppyolo_slim.compat import program_file   # model.pdmodel (Paddle 2.6) or model.json (Paddle 3)
+    cfg = pi.Config(program_file(folder), os.path.join(folder, "model.pdiparams"))
     cfg.disable_gpu()
     cfg.disable_glog_info()
     cfg.set_cpu_math_library_num_threads(threads)

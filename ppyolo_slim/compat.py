@@ -16,6 +16,7 @@ import contextlib
 import functools
 import importlib.metadata
 import json
+import os
 import sys
 import types
 import warnings
@@ -130,6 +131,13 @@ def int8_via_pir() -> bool:
 OLD_IR_MODEL = "model.pdmodel"   # paddle.jit.save on Paddle 2.6: a ProgramDesc protobuf
 PIR_MODEL = "model.json"         # paddle.jit.save on Paddle 3 (PIR): a JSON program
 MODEL_FILES = (OLD_IR_MODEL, PIR_MODEL)
+
+
+def program_file(folder: str) -> str:
+    """The program file of an export folder, whichever format it holds (the first of
+    ``MODEL_FILES`` when it holds none, for the caller's "missing" message)."""
+    found = [n for n in MODEL_FILES if os.path.isfile(os.path.join(folder, n))]
+    return os.path.join(folder, found[0] if found else MODEL_FILES[0])
 
 
 def saved_model_file() -> str:

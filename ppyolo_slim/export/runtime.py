@@ -16,12 +16,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..compat import MODEL_FILES, enable_inference_memory_optim
+from ..compat import enable_inference_memory_optim, program_file
 from ..engine.predict import Predictor, PredictorUnavailable
 from .inference_cfg import CFG_NAME, InferCfgError, read_infer_cfg
 
 ONNX_FILE = "model.onnx"
-PADDLE_MODEL = "model.pdmodel"
 PADDLE_PARAMS = "model.pdiparams"
 
 
@@ -230,9 +229,7 @@ class PaddleInferencePredictor(Predictor):
                                        if _is_pickle(model_dir) else ""))
         else:
             folder = os.path.abspath(model_dir)
-            # model.pdmodel (Paddle 2.6) or model.json (Paddle 3, compat.py)
-            found = [n for n in MODEL_FILES if os.path.isfile(os.path.join(folder, n))]
-            model_file = os.path.join(folder, found[0] if found else PADDLE_MODEL)
+            model_file = program_file(folder)   # model.pdmodel (Paddle 2.6) or model.json (Paddle 3)
             params_file = os.path.join(folder, PADDLE_PARAMS)
         for f in (model_file, params_file):
             if not os.path.isfile(f):

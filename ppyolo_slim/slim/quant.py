@@ -39,7 +39,7 @@ ONNX_INT8 = "model_int8.onnx"
 REPORT = "quant_report.json"
 # ops whose inputs PTQ quantizes: convs, and SiLU written as sigmoid and mul
 PTQ_OPS = ["conv2d", "depthwise_conv2d", "sigmoid", "elementwise_mul"]
-from .quant_base import QuantError, explicit_silu  # noqa: E402,F401  (shared with quant_pir.py)
+from .quant_base import QuantError, explicit_silu, float_convs, in_float_layers  # noqa: E402,F401  (shared with quant_pir.py)
 
 
 def int8_via_pir() -> bool:
@@ -119,28 +119,16 @@ def float_layer_weights(fp32_dir: str, float_layers: Sequence[str]) -> List[str]
     names = structured_names(fp32_dir)
     filters = [_args(op, "Filter")[0] for op in _read(fp32_dir).blocks[0].ops if op.type in CONV_OPS]
     conv = {f: names.get(f, f)[:-len(".weight")] for f in filters}      # param -> layer name
-    last = max(int(v.split(".")[1]) for v in conv.values() if v.startswith("model."))
-    out, unknown = [], []
-    for f in float_layers:
-        if f == "detect":
-            hit = [p for p, v in conv.items() if v.startswith(f"model.{last}.m.")]
-        else:
-            hit = [p for p, v in conv.items() if v == f or v.startswith(f + ".")]
-        (out.extend(hit) if hit else unknown.append(f))
-    if unknown:
-        raise QuantError(f"quant.float_layers: no conv named {unknown} in the model "
-                         f"(names look like model.2.cv1 or model.24.m.0, or 'detect')")
-    return sorted(set(out))
+    floats = float_convs(list(conv.values()), float_layers)
+    return sorted(p for p, v in conv.items() if v in floats)
 
 
 def _paddle_predictor(model_dir: str, fake_quant: bool):
     """Paddle Inference on CPU. ``fake_quant``: run the program's ops as written, no IR passes,
     the reference semantics of the quantized program."""
     import paddle.inference as pi
-    from ..compat import MODEL_FILES
-    model_file = next((os.path.join(model_dir, f) for f in MODEL_FILES if os.path.isfile(os.path.join(model_dir, f))),
-                      os.path.join(model_dir, MODEL_FILES[0]))
-    cfg = pi.Config(model_file, os.path.join(model_dir, "model.pdiparams"))
+    from ..compat import program_file
+    cfg = pi.Config(program_file(model_dir), os.path.join(model_dir, "model.pdiparams"))
     cfg.disable_gpu()
     cfg.disable_glog_info()
     cfg.switch_ir_optim(not fake_quant)
@@ -437,7 +425,6 @@ def _ptq_pir(weights: str, q, batches, work: str, qdir: str, img_size: int, opse
     folded = load_model(weights)
     fold_batchnorm(folded)
     folded.eval()
-    float_data = P.float_onnx(copy.deepcopy(folded), os.path.join(work, "fp32_folded"), img_size, opset)
     calib = copy.deepcopy(folded)
     try:
         P.prepare_ptq(calib, q["algo"], float(q["hist_percent"]), q["float_layers"])
@@ -445,11 +432,21 @@ def _ptq_pir(weights: str, q, batches, work: str, qdir: str, img_size: int, opse
         raise QuantError(str(e)) from None
     P.calibrate(calib, batches)
     plans = P.plan_from_ptq(calib)
+    return plans, _save_pir(folded, plans, work, qdir, img_size, opset)
+
+
+def _save_pir(folded, plans, work: str, qdir: str, img_size: int, opset: int) -> bytes:
+    """Both Paddle 3 routes' end: the BN-folded float model's ONNX (the graph the Q/DQ go
+    into; returned), then the same model fake-quantized by ``plans``, saved in ``qdir``."""
+    import copy
+    from . import quant_pir as P
+    folded.eval()
+    float_data = P.float_onnx(copy.deepcopy(folded), os.path.join(work, "fp32_folded"), img_size, opset)
     P.fake_quant_model(folded, plans)
     os.makedirs(qdir, exist_ok=True)
     with explicit_silu():
         P.save_paddle(folded, qdir, img_size)
-    return plans, float_data
+    return float_data
 
 
 @contextlib.contextmanager
@@ -521,12 +518,10 @@ def wrap_for_qat(model, q, qat_state=None, float_layers: Sequence[str] = ()):
     from ..model import assign_state
     from ..model.fold import fold_batchnorm
     fold_batchnorm(model)   # PaddleSlim's own fuse_conv_bn fuses a copy and drops it (2.6)
-    detect_idx = len(model.model) - 1 if hasattr(model, "model") else -1
+    detect = f"model.{len(model.model) - 1}" if hasattr(model, "model") else None
+    entries = [f for f in float_layers if f != "detect" or detect]   # no Detect to find without .model
     for name, layer in model.named_sublayers():
-        parts = name.split(".")
-        in_detect = len(parts) >= 2 and parts[0] == "model" and parts[1] == str(detect_idx)
-        if any(name == f or name.startswith(f + ".") for f in float_layers if f != "detect") or \
-                ("detect" in float_layers and in_detect):
+        if in_float_layers(name, entries, detect):
             layer.skip_quant = True
     QAT(config=qat_config(q)).quantize(model)
     for n, p in model.named_parameters():   # scales are measured (moving average), not learned
@@ -583,7 +578,6 @@ def _qat_pir(model, state, meta, weights: str, work: str, qdir: str, img_size: i
     wrapper trains on Paddle 3.3; only its ``save_quantized_model`` needs the old IR) make the
     plan; the BN-folded float model with exactly the QAT weights gives the float ONNX and the
     fake-quantized program. Returns (plan, float ONNX bytes)."""
-    import copy
     from . import quant_pir as P
     from ..model.fold import fold_batchnorm
     plans = P.plan_from_qat(model)
@@ -596,13 +590,7 @@ def _qat_pir(model, state, meta, weights: str, work: str, qdir: str, img_size: i
             convs[p.layer].weight.set_value(np.asarray(w, np.float32))
         if b is not None and convs[p.layer].bias is not None:
             convs[p.layer].bias.set_value(np.asarray(b, np.float32))
-    folded.eval()
-    float_data = P.float_onnx(copy.deepcopy(folded), os.path.join(work, "fp32_folded"), img_size, opset)
-    P.fake_quant_model(folded, plans)
-    os.makedirs(qdir, exist_ok=True)
-    with explicit_silu():
-        P.save_paddle(folded, qdir, img_size)
-    return plans, float_data
+    return plans, _save_pir(folded, plans, work, qdir, img_size, opset)
 
 
 def load_model_from_state(state, meta, source: str):

@@ -3,7 +3,7 @@ of its own so that neither imports the other back."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, List, Sequence, Set
 
 
 class QuantError(RuntimeError):
@@ -27,3 +27,25 @@ def explicit_silu() -> Iterator[None]:
         yield
     finally:
         paddle.nn.Silu.forward = orig
+
+
+def in_float_layers(name: str, float_layers: Sequence[str], detect: str) -> bool:
+    """Whether layer ``name`` lies in an entry of ``quant.float_layers``: a structured prefix
+    (``model.2.cv1``, ``model.24.m.0``) or ``detect``, the layer ``detect`` (``model.24``)."""
+    for f in float_layers:
+        f = detect if f == "detect" else f
+        if name == f or name.startswith(f + "."):
+            return True
+    return False
+
+
+def float_convs(conv_names: Sequence[str], float_layers: Sequence[str]) -> Set[str]:
+    """The convs (structured names) ``quant.float_layers`` keeps float; an entry naming no
+    conv is a QuantError. Detect is the last ``model.N`` layer."""
+    detect = f"model.{max(int(n.split('.')[1]) for n in conv_names if n.startswith('model.'))}"
+    unknown: List[str] = [f for f in float_layers
+                          if not any(in_float_layers(n, [f], detect) for n in conv_names)]
+    if unknown:
+        raise QuantError(f"quant.float_layers: no conv named {unknown} in the model "
+                         f"(names look like model.2.cv1 or model.24.m.0, or 'detect')")
+    return {n for n in conv_names if in_float_layers(n, float_layers, detect)}

@@ -51,6 +51,8 @@ from paddle.quantization import PTQ, QuantConfig
 from paddle.quantization.base_observer import BaseObserver
 from paddle.quantization.factory import ObserverFactory
 
+from .quant_base import float_convs
+
 BITS = 8
 QMAX = 2 ** (BITS - 1) - 1        # 127: Paddle's scale is the abs max, the grid step scale / 127
 HIST_BINS = 2048                  # PaddleSlim's (PostTrainingQuantization._histogram_bins)
@@ -263,39 +265,20 @@ class ConvPlan:
         return self.weight_q is not None and self.input_max is not None
 
 
-def _float_layer(name: str, float_layers: Sequence[str], detect_prefix: str) -> bool:
-    for f in float_layers:
-        f = detect_prefix if f == "detect" else f
-        if name == f or name.startswith(f + "."):
-            return True
-    return False
-
-
 def conv_layers(model) -> Dict[str, nn.Conv2D]:
     return {n: l for n, l in model.named_sublayers() if isinstance(l, nn.Conv2D)}
-
-
-def check_float_layers(model, float_layers: Sequence[str]) -> None:
-    from .quant_base import QuantError
-    convs = list(conv_layers(model))
-    detect = f"model.{len(model.model) - 1}"
-    unknown = [f for f in float_layers if f != "detect" and not any(_float_layer(c, [f], detect) for c in convs)]
-    if unknown:
-        raise QuantError(f"quant.float_layers: no conv named {unknown} in the model "
-                         f"(names look like model.2.cv1 or model.24.m.0, or 'detect')")
 
 
 def prepare_ptq(model, algo: str, hist_percent: float, float_layers: Sequence[str]):
     """In place on a BN-folded eval model: observers on every SiLU and, through
     ``paddle.quantization.PTQ``, on every conv not in ``float_layers``. Returns the model."""
     from ..model.blocks import Conv
-    check_float_layers(model, float_layers)
+    floats = float_convs(list(conv_layers(model)), float_layers)
     act = ActivationObserver(algo, hist_percent)
     for layer in model.sublayers():
         if isinstance(layer, Conv) and isinstance(layer.act, nn.Silu):
             layer.act = QuantSilu(act._instance(layer), act._instance(layer))
-    detect = f"model.{len(model.model) - 1}"
-    quantized = [l for n, l in conv_layers(model).items() if not _float_layer(n, float_layers, detect)]
+    quantized = [l for n, l in conv_layers(model).items() if n not in floats]
     cfg = QuantConfig(activation=None, weight=None)
     if quantized:
         cfg.add_layer_config(quantized, activation=act, weight=ChannelAbsMaxObserver())
