@@ -19,7 +19,7 @@ collected for every tensor. Measured on this project's YOLOv5n (Paddle 2.6.2, pa
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional, Set
 
 import numpy as np
 
@@ -64,16 +64,20 @@ class _Graph:
         for q in {id(q): q for q, _ in pairs}.values():
             if all(id(u) in drop for u in self.cons.get(q.output[0], [])):
                 drop.add(id(q))
+        self.bypass(drop, rename, "a graph output is a DequantizeLinear; cannot remove it")
+        return len(rename)
+
+    def bypass(self, drop: Set[int], rename: Dict[str, str], output_error: str) -> None:
+        """Drop the nodes whose ids are in ``drop``; every tensor ``t`` in ``rename`` is read
+        as ``rename[t]`` instead. Renaming a graph output raises ValueError(output_error)."""
+        if {o.name for o in self.g.output} & set(rename):
+            raise ValueError(output_error)
         keep = [n for n in self.g.node if id(n) not in drop]
         for n in keep:
             n.input[:] = [rename.get(i, i) for i in n.input]
-        outs = {o.name for o in self.g.output}
-        if outs & set(rename):
-            raise ValueError("a graph output is a DequantizeLinear; cannot remove it")
         del self.g.node[:]
         self.g.node.extend(keep)
         self.refresh()
-        return len(rename)
 
 
 def activations_to_uint8(model) -> int:
@@ -98,12 +102,32 @@ def activations_to_uint8(model) -> int:
     return len(pairs)
 
 
-def _const_value(G: _Graph, name: str) -> np.ndarray:
+def const_array(G: _Graph, name: str) -> Optional[np.ndarray]:
+    """The value of a constant tensor (initializer, Constant, or Reshape/Identity of those)."""
     from onnx import numpy_helper
     for t in G.g.initializer:
         if t.name == name:
             return numpy_helper.to_array(t)
-    return numpy_helper.to_array(G.prod[name].attribute[0].t)
+    n = G.prod.get(name)
+    if n is None:
+        return None
+    if n.op_type == "Constant":
+        return numpy_helper.to_array(n.attribute[0].t)
+    if n.op_type == "Identity":
+        return const_array(G, n.input[0])
+    if n.op_type == "Reshape":
+        x, shape = const_array(G, n.input[0]), const_array(G, n.input[1])
+        if x is None or shape is None:
+            return None
+        return x.reshape([int(s) if s != 0 else x.shape[i] for i, s in enumerate(shape)])
+    return None
+
+
+def _const_value(G: _Graph, name: str) -> np.ndarray:
+    v = const_array(G, name)
+    if v is None:
+        raise ValueError(f"{name!r} is not a constant tensor")
+    return v
 
 
 def _conv_producer(G: _Graph, name: str):

@@ -52,6 +52,7 @@ from paddle.quantization.base_observer import BaseObserver
 from paddle.quantization.factory import ObserverFactory
 
 from .quant_base import float_convs
+from .quant_onnx import _Graph, const_array
 
 BITS = 8
 QMAX = 2 ** (BITS - 1) - 1        # 127: Paddle's scale is the abs max, the grid step scale / 127
@@ -440,48 +441,23 @@ def float_onnx(model, folder: str, img_size: int, opset: int) -> bytes:
 
 # ------------------------------------------------------------------------------ the QDQ ONNX
 
-def _const_array(G, name: str) -> Optional[np.ndarray]:
-    """The value of a constant tensor (initializer, Constant, or Reshape/Identity of those)."""
-    from onnx import numpy_helper
-    for t in G.g.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t)
-    n = G.prod.get(name)
-    if n is None:
-        return None
-    if n.op_type == "Constant":
-        return numpy_helper.to_array(n.attribute[0].t)
-    if n.op_type == "Identity":
-        return _const_array(G, n.input[0])
-    if n.op_type == "Reshape":
-        x, shape = _const_array(G, n.input[0]), _const_array(G, n.input[1])
-        if x is None or shape is None:
-            return None
-        return x.reshape([int(s) if s != 0 else x.shape[i] for i, s in enumerate(shape)])
-    return None
-
-
 def _bypass_identities(model) -> None:
-    g = model.graph
-    outs = {o.name for o in g.output}
-    rename = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity" and n.output[0] not in outs}
-
-    def root(t):
-        while t in rename:
-            t = rename[t]
-        return t
-    keep = [n for n in g.node if not (n.op_type == "Identity" and n.output[0] in rename)]
-    for n in keep:
-        n.input[:] = [root(i) for i in n.input]
-    del g.node[:]
-    g.node.extend(keep)
+    """Identity nodes (but those making a graph output) dropped, their readers reading the
+    Identity chain's source."""
+    G = _Graph(model)
+    outs = {o.name for o in G.g.output}
+    ids = [n for n in G.g.node if n.op_type == "Identity" and n.output[0] not in outs]
+    rename = {n.output[0]: n.input[0] for n in ids}
+    for t in rename:                    # a chain of Identities reads its first input
+        while rename[t] in rename:
+            rename[t] = rename[rename[t]]
+    G.bypass({id(n) for n in ids}, rename, "an Identity is a graph output")
 
 
 def _fold_bias_adds(model) -> int:
     """Conv followed by Add of a constant [1, C, 1, 1] (paddle2onnx writes a conv's bias so):
     the bias becomes the Conv's third input, as onnxruntime's QLinearConv takes it."""
     from onnx import numpy_helper
-    from .quant_onnx import _Graph
     G = _Graph(model)
     drop, rename, n = set(), {}, 0
     for c in list(G.g.node):
@@ -492,7 +468,7 @@ def _fold_bias_adds(model) -> int:
             continue
         add = users[0]
         other = add.input[1] if add.input[0] == c.output[0] else add.input[0]
-        b, w = _const_array(G, other), _const_array(G, c.input[1])
+        b, w = const_array(G, other), const_array(G, c.input[1])
         if b is None or w is None or b.size != w.shape[0] or (b.ndim == 4 and b.shape[1] != w.shape[0]):
             continue
         name = c.output[0] + "_bias"
@@ -501,14 +477,7 @@ def _fold_bias_adds(model) -> int:
         rename[add.output[0]] = c.output[0]
         drop.add(id(add))
         n += 1
-    keep = [x for x in G.g.node if id(x) not in drop]
-    for x in keep:
-        x.input[:] = [rename.get(i, i) for i in x.input]
-    for o in model.graph.output:
-        if o.name in rename:
-            raise ValueError("a conv's bias add is a graph output")
-    del G.g.node[:]
-    G.g.node.extend(keep)
+    G.bypass(drop, rename, "a conv's bias add is a graph output")
     return n
 
 
@@ -605,7 +574,6 @@ def qdq_onnx(float_onnx_bytes: bytes, plans: Sequence[ConvPlan]):
     input (the conv output) and sigmoid. Returns the onnx model."""
     import onnx
     from .quant_base import QuantError
-    from .quant_onnx import _Graph
     model = onnx.load_from_string(float_onnx_bytes)
     _bypass_identities(model)
     _fold_bias_adds(model)
@@ -613,7 +581,7 @@ def qdq_onnx(float_onnx_bytes: bytes, plans: Sequence[ConvPlan]):
     convs: Dict[bytes, list] = {}
     for n in G.g.node:
         if n.op_type == "Conv":
-            w = _const_array(G, n.input[1])
+            w = const_array(G, n.input[1])
             if w is not None:
                 convs.setdefault(np.ascontiguousarray(w, np.float32).tobytes(), []).append(n)
     B = _QDQBuilder(model)
@@ -625,10 +593,10 @@ def qdq_onnx(float_onnx_bytes: bytes, plans: Sequence[ConvPlan]):
         c = hit[0]
         p.onnx_output = c.output[0]
         if p.quantized:
-            w = _const_array(G, c.input[1])
+            w = const_array(G, c.input[1])
             if w is None or w.shape != p.weight_q.shape:
                 raise QuantError(f"{p.layer}: the ONNX Conv's weights are not the model's")
-            bias = _const_array(G, c.input[2]) if len(c.input) > 2 else None
+            bias = const_array(G, c.input[2]) if len(c.input) > 2 else None
             c.input[0] = B.activation(c.input[0], p.input_max)
             B.weight(c, p, bias)
         if p.output_max is not None:
