@@ -372,6 +372,8 @@ def main(argv=None):
     ap.add_argument("-o", "--opt", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime timing at 640 px")
     ap.add_argument("--latency-cells", nargs="+", help="time only these cells (default: every finished one)")
+    ap.add_argument("--tag", help="write results/retention_TAG.json and .png (a variant beside the main "
+                                  "table, e.g. the other Paddle set)")
     ap.add_argument("--quick", action="store_true", help="CI smoke: tiny data, 1 epoch each, 1 seed")
     args = ap.parse_args(argv)
     if args.quick:     # tiny data and a tiny dense model made here, 1 epoch per stage
@@ -415,11 +417,12 @@ def main(argv=None):
         for name, v in lat.items():
             summary[name].update(v)
     print(table(summary))
-    res = C.header("retention", args.quick)
+    name = f"retention_{args.tag}" if args.tag else "retention"
+    res = C.header(name, args.quick)
     res.update({"settings": {k: v for k, v in a.items() if k != "work"}, "cells": summary, "rows": rows,
                 "wall_s": round(time.time() - t0, 1)})
-    path = C.write_result("retention", args.quick, res)
-    plot(summary, os.path.join(os.path.dirname(path), "retention.png" if not args.quick else "retention_quick.png"))
+    path = C.write_result(name, args.quick, res)
+    plot(summary, os.path.join(os.path.dirname(path), f"{name}.png" if not args.quick else f"{name}_quick.png"))
     print(f"wrote {path}")
 
 

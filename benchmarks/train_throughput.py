@@ -8,6 +8,8 @@ is reported with its ratio to the default from the same repetition.
 
     python benchmarks/train_throughput.py                 # default, 1 thread, workers=0, no cache
     python benchmarks/train_throughput.py --quick         # tiny data, 64 px, 2 steps
+    # the default setting in another environment too (another Paddle set), in the same turns:
+    python benchmarks/train_throughput.py --settings 0 --python "Paddle 2.6.2=.venv-paddle2/bin/python"
 """
 from __future__ import annotations
 
@@ -71,12 +73,15 @@ def child(spec: dict) -> dict:
             "setup_s": round(setup_s, 1), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_after_setup_mb": rss_after_setup / 1024,
             "paddle_threads": tr.threads,   # what the trainer set (config `threads`, 0: every core)
+            "paddle": __import__("paddle").__version__,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 def run_child(spec: dict, log) -> dict:
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-                       capture_output=True, text=True, cwd=C.REPO)
+    # PYTHONPATH: another environment's interpreter runs this checkout's code, not its own install
+    env = dict(os.environ, PYTHONPATH=C.REPO)
+    r = subprocess.run([spec.get("python") or sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
+                       capture_output=True, text=True, cwd=C.REPO, env=env)
     log.write(r.stderr)
     if r.returncode != 0:
         tail = "\n".join(r.stderr.strip().splitlines()[-5:])
@@ -94,6 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", default=",".join(str(i) for i in range(len(SETTINGS))),
                     help="indices into: " + "; ".join(f"{i}={n}" for i, n in enumerate(SETTINGS)))
     ap.add_argument("-o", "--override", action="append", default=[], help="extra config override, all runs")
+    ap.add_argument("--python", action="append", default=[], metavar="LABEL=PATH",
+                    help="also run the first setting with this interpreter (another venv, e.g. the other "
+                         "Paddle set), in the same turns; its ratio is to the first setting here")
     ap.add_argument("--quick", action="store_true", help="smoke run: 16 tiny images, 64 px, 2 steps")
     a = ap.parse_args(argv)
     if a.child:
@@ -101,6 +109,14 @@ def main(argv=None) -> int:
         return 0
 
     names = [list(SETTINGS)[int(i)] for i in a.settings.split(",")]
+    settings, pythons = dict(SETTINGS), {}
+    for item in a.python:
+        label, sep, path = item.partition("=")
+        if not sep or not os.path.isfile(path):
+            ap.error(f"--python {item!r}: expected LABEL=PATH of an existing interpreter")
+        name = f"{names[0]}, {label}"
+        settings[name], pythons[name] = settings[names[0]], os.path.abspath(path)
+        names.append(name)
     work = os.path.join(C.WORK, "quick" if a.quick else "", "train_throughput")
     os.makedirs(work, exist_ok=True)
     base = [f"output_dir={os.path.join(work, 'out')}", "log.visualdl=false"] + list(a.override)
@@ -120,8 +136,8 @@ def main(argv=None) -> int:
     with open(os.path.join(work, "children.log"), "w") as log:
         for rep in range(a.repeats):
             for n in (names if rep % 2 == 0 else names[::-1]):
-                spec = {"name": n, "config": a.config, "overrides": base + SETTINGS[n],
-                        "steps": a.steps, "warmup": a.warmup}
+                spec = {"name": n, "config": a.config, "overrides": base + settings[n],
+                        "steps": a.steps, "warmup": a.warmup, "python": pythons.get(n)}
                 r = run_child(spec, log)
                 r["repeat"] = rep
                 runs[n].append(r)
@@ -136,7 +152,8 @@ def main(argv=None) -> int:
         rows.append({"setting": n, "img_per_s_median": float(np.median(ips)), "img_per_s_runs": ips,
                      "vs_default": float(np.median(rel)),
                      "peak_rss_mb": float(max(r["peak_rss_mb"] for r in runs[n])),
-                     "paddle_threads": runs[n][0]["paddle_threads"], "runs": runs[n]})
+                     "paddle_threads": runs[n][0]["paddle_threads"], "paddle": runs[n][0].get("paddle"),
+                     "python": pythons.get(n, sys.executable), "runs": runs[n]})
     result.update({"rows": rows, "seconds": round(time.time() - t0, 1),
                    "method": "one process per run; img/s over the timed steps (data loading, forward, "
                              "loss, backward, the trainer's optimizer step with its checks, sparsity "
@@ -148,9 +165,9 @@ def main(argv=None) -> int:
 
 
 def table(result) -> str:
-    return C.fmt_table(["setting", "img/s (median)", "vs default", "peak RSS MB", "math threads"],
-                       [[r["setting"], r["img_per_s_median"], f"{r['vs_default']:.2f}x", r["peak_rss_mb"],
-                         r["paddle_threads"]] for r in result["rows"]])
+    return C.fmt_table(["setting", "Paddle", "img/s (median)", "vs default", "peak RSS MB", "math threads"],
+                       [[r["setting"], r.get("paddle", ""), r["img_per_s_median"], f"{r['vs_default']:.2f}x",
+                         r["peak_rss_mb"], r["paddle_threads"]] for r in result["rows"]])
 
 
 if __name__ == "__main__":

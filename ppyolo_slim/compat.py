@@ -241,8 +241,10 @@ def import_paddleslim():
             if e.name != "paddleslim":
                 raise
             raise ModuleNotFoundError(
-                "PaddleSlim is not installed; pruning needs paddleslim==2.6.0 (with Paddle 3: "
-                "pip install --no-deps paddleslim==2.6.0, see docs/paddle3.md)", name="paddleslim") from None
+                "PaddleSlim is not installed; pruning needs paddleslim==2.6.0: on Paddle 3 "
+                "`pip install --no-deps paddleslim==2.6.0` (the second step of the README's install: "
+                "its OpenCV pin needs numpy 1.x), on Paddle 2.6 `pip install paddleslim==2.6.0`",
+                name="paddleslim") from None
     if paddle_major() >= 3:
         _fit_paddleslim_to_paddle3()
     return paddleslim

@@ -85,6 +85,7 @@ class Pipeline:
     # ---- stages --------------------------------------------------------------------------
     def run(self, until: Optional[str] = None) -> Dict[str, Any]:
         os.makedirs(self.out, exist_ok=True)
+        self.check_requirements()
         for p in remove_stale_temps(self.out, recursive=True):
             self.log(f"[pipeline] removed {p}: left by a killed run")
         for stage in STAGES:
@@ -101,6 +102,13 @@ class Pipeline:
             if stage == until:
                 break
         return self.state
+
+    def check_requirements(self) -> None:
+        """A missing PaddleSlim (a separate ``--no-deps`` install on Paddle 3) is said before the
+        sparse stage's minutes of training, not after them (ModuleNotFoundError)."""
+        if "prune" not in self.state["done"]:
+            from .compat import import_paddleslim
+            import_paddleslim()
 
     def _epochs(self, n: int) -> int:
         return max(1, int(round(n * self.scale)))

@@ -43,10 +43,14 @@ def test_slimming_quick_prunes_each_criterion_scores_and_plots():
 
 
 def test_train_throughput_quick_and_the_tables():
-    _run("benchmarks/train_throughput.py", "--quick")
+    import sys
+    import paddle
+    _run("benchmarks/train_throughput.py", "--quick", "--python", f"here again={sys.executable}")
     with open(os.path.join(QUICK, "train_throughput.json")) as f:
         res = json.load(f)
     threads = {r["setting"]: r["paddle_threads"] for r in res["rows"]}
+    again = [r for r in res["rows"] if r["setting"].endswith(", here again")]   # the --python row
+    assert len(again) == 1 and again[0]["paddle"] == paddle.__version__ and again[0]["vs_default"] > 0
     assert threads["1 math thread"] == 1 and all(r["img_per_s_median"] > 0 and r["peak_rss_mb"] > 0
                                                  for r in res["rows"])
     out = _run("benchmarks/tables.py", "--quick")

@@ -76,6 +76,9 @@ def test_pipeline_tool_passes_the_stage_configs(monkeypatch):
         def __init__(self, *args, **kw):
             seen.update(kw, args=args)
 
+        def check_requirements(self):
+            pass
+
         def run(self, until):
             return {"done": {}}
     monkeypatch.setattr(ppyolo_slim.pipeline, "Pipeline", Pipeline)
@@ -143,3 +146,19 @@ def test_progressive_prune_stage(tiny_data, tmp_path):
     assert p.state["done"]["prune"]["weights"] == str(out / "prune" / "pruned.pdparams")
     saved = yaml.safe_load((out / "prune" / "step1" / "train" / "config.yml").read_text())
     assert saved["distill"]["teacher"] == p.state["done"]["dense"]["weights"] and saved["epochs"] == 1
+
+
+def test_a_missing_paddleslim_is_said_before_any_training(tmp_path, monkeypatch, capsys):
+    import sys
+    from conftest import load_tool
+    monkeypatch.setitem(sys.modules, "paddleslim", None)    # import paddleslim now fails
+    monkeypatch.delitem(sys.modules, "ppyolo_slim.slim.pruner", raising=False)   # imported anew
+    out = tmp_path / "pipe"
+    assert load_tool("pipeline").main(["--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "PaddleSlim is not installed" in err and "pip install --no-deps paddleslim==2.6.0" in err
+    assert not (out / "sparse").exists()        # nothing trained, nothing written
+    from conftest import ROOT
+    weights = os.path.join(ROOT, "weights", "yolov5n_shapes_160.pdparams")
+    assert load_tool("prune").main(["--weights", weights, "--output", str(tmp_path / "prune")]) == 2
+    assert "pip install --no-deps paddleslim==2.6.0" in capsys.readouterr().err

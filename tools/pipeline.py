@@ -51,7 +51,8 @@ def main(argv=None):
     try:   # settings and the state of an earlier run: wrong ones are the command's fault
         pipeline = Pipeline(args.output, args.opt, fresh=args.fresh, progress=not args.no_progress,
                             configs={"sparse": args.sparse_config, "finetune": args.finetune_config})
-    except (ConfigError, ValueError, OSError) as e:
+        pipeline.check_requirements()
+    except (ConfigError, ValueError, OSError, ModuleNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.USAGE
     try:

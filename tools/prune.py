@@ -76,7 +76,13 @@ def main(argv=None) -> int:
     from ppyolo_slim.model import CheckpointError, WeightShapeError
     from ppyolo_slim.model.weights import check_weights_file
     from ppyolo_slim.slim.compensate import CompensationError
-    from ppyolo_slim.slim.pruner import PruneCoverageError, PruneError
+    try:
+        from ppyolo_slim.slim.pruner import PruneCoverageError, PruneError
+    except ModuleNotFoundError as e:    # PaddleSlim: a step of its own on Paddle 3 (README)
+        if e.name != "paddleslim":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return cli.USAGE
     from ppyolo_slim.slim.selection import PruneConfig
     from ppyolo_slim.slim.workflow import prune_checkpoint, val_evaluator
 
