@@ -259,7 +259,9 @@ def latency(rows: List[Dict[str, Any]], work: str, img_size: int) -> Dict[str, D
             export_model(r["weights"], d, img_size=img_size, batch=1, log=lambda *_: None)
         onnx[r["cell"]] = os.path.join(d, "model.onnx")
     lat = ort_latency(onnx, img_size, warmup=5, rounds=40, threads=1)
-    ref = lat.get("dense", {}).get("median_ms")
+    # every unpruned cell has the same network: the first timed one is the speed-up's reference
+    dense = [r["cell"] for r in rows if grid().get(r["cell"], {}).get("kind") == "dense" and r["cell"] in lat]
+    ref = lat[dense[0]]["median_ms"] if dense else None
     return {k: {"ort_ms_640": v["median_ms"], "ort_p90_ms_640": v["p90_ms"],
                 **({"speedup_vs_dense": ref / v["median_ms"]} if ref else {})} for k, v in lat.items()}
 
