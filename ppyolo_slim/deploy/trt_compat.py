@@ -26,7 +26,7 @@ How to install TensorRT (10.x, matching your CUDA; needs an NVIDIA GPU and drive
   pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12   # the same, CUDA 12 explicitly
   or the TensorRT tarball from https://developer.nvidia.com/tensorrt: add its lib/ to LD_LIBRARY_PATH
   and pip install python/tensorrt-*-cp3XX-*.whl from it.
-Device buffers come from paddlepaddle-gpu (PPYOLO_SLIM_GPU=1 pip install -e .) or cuda-python.
+Device buffers come from paddlepaddle-gpu (`PPYOLO_SLIM_GPU=1`, README: GPU machines) or cuda-python.
 `python deploy/trt_build.py --weights W --check` needs neither TensorRT nor a GPU: it runs the same
 hand-built layer graph on the CPU in NumPy and compares it with the Paddle model."""
 
