@@ -37,3 +37,19 @@ def test_compat_subset_covers_each_part_of_the_pipeline():
 @pytest.mark.parametrize("here,forced,want", [("2", None, "3"), ("3", None, "2"), ("2", "2", "2"), (None, None, None)])
 def test_other_set_is_the_one_not_installed(here, forced, want):
     assert load_tool("test_other_set").target_set(here, forced) == want
+
+
+def test_every_install_names_the_same_paddleslim():
+    """PaddleSlim goes in by its own --no-deps step on the default set (its OpenCV pin needs numpy
+    1.x): the README's two commands, the other-set script and set 2's setup.py pin agree."""
+    setup = open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
+    assert re.search(r'os\.environ\.get\("PPYOLO_SLIM_PADDLE", "3"\)', setup)       # 3 is the default
+    default = setup.split('REQUIRES["3"] = [', 1)[1].split("]\n", 1)[0]
+    assert not [r for r in re.findall(r'"([^"]+)"', default) if r.lower().startswith("paddleslim")]
+    pinned = re.findall(r'"paddleslim==([\d.]+)"', setup)
+    assert len(pinned) == 1                                                           # set 2's
+    want = f"pip install --no-deps paddleslim=={pinned[0]}"
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    job = readme.split("# the whole job on the embedded default data", 1)[1].split("\n", 2)[1]
+    assert want in job and want in _readme_test_command()[0]
+    assert f"paddleslim=={pinned[0]}" in load_tool("test_other_set").NO_DEPS
