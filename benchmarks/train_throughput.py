@@ -30,6 +30,8 @@ SETTINGS = {
     "1 math thread": ["threads=1"],
     "workers=0": ["workers=0"],
     "cache_images=false": ["cache_images=false"],
+    # "env:K=V" entries go to the child's environment, not its config
+    "glibc malloc defaults": ["env:PPYOLO_SLIM_MALLOC=default"],
 }
 
 
@@ -80,6 +82,8 @@ def child(spec: dict) -> dict:
 def run_child(spec: dict, log) -> dict:
     # PYTHONPATH: another environment's interpreter runs this checkout's code, not its own install
     env = dict(os.environ, PYTHONPATH=C.REPO)
+    env.update(o[4:].split("=", 1) for o in spec["overrides"] if o.startswith("env:"))
+    spec = dict(spec, overrides=[o for o in spec["overrides"] if not o.startswith("env:")])
     r = subprocess.run([spec.get("python") or sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
                        capture_output=True, text=True, cwd=C.REPO, env=env)
     log.write(r.stderr)
