@@ -88,4 +88,5 @@ setup(
     install_requires=install_requires,
     extras_require=extras,
     include_package_data=True,
+    package_data={"ppyolo_slim": ["engine/cpu_ops/*.cc"]},   # compiled where training runs
 )

@@ -22,7 +22,7 @@ import paddle
 
 class OursTrainStep:
     def __init__(self, nc: int, img_size: int, images: np.ndarray, targets: np.ndarray,
-                 config: str = "configs/base.yml"):
+                 config: str = "configs/base.yml", cpu_ops: str = "auto"):
         from ppyolo_slim.config import load_config
         from ppyolo_slim.engine.ema import ModelEMA
         from ppyolo_slim.engine.loss import ComputeLoss
@@ -33,6 +33,8 @@ class OursTrainStep:
         # Detect priors are set once, in YOLOv5.__init__ (as the trainer's fresh model)
         self.model = build_model(ModelMeta(nc=nc, names=[f"class{i}" for i in range(nc)], img_size=img_size))
         self.model.train()
+        from ppyolo_slim.engine.cpu_ops import use_cpu_ops
+        self.cpu_ops = use_cpu_ops(self.model, cpu_ops)   # as the trainer does on the CPU
         det = self.model.detect
         self.loss = ComputeLoss(det.anchors.numpy(), det.stride, nc, dict(cfg["loss"]), img_size)
         # the peer's optimizer (hyp.scratch-low, smart_optimizer): SGD, nesterov, lr0 0.01, as

@@ -186,7 +186,7 @@ def compare(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> Dict[str,
 
 
 # --------------------------------------------------------------------------- custom op
-OP_SRC = os.path.join(C.HERE, "onednn_conv", "onednn_conv.cc")
+OP_SRC = os.path.join(C.REPO, "ppyolo_slim", "engine", "cpu_ops", "onednn_conv.cc")   # the trainer's op
 _OP = [None]
 
 
@@ -210,7 +210,7 @@ def eager_step(m, opt, fwd_wrap, f, n_op, loss_of, x):
 
 
 def onednn_op(include: str):
-    """benchmarks/onednn_conv/onednn_conv.cc built with paddle.utils.cpp_extension against
+    """ppyolo_slim/engine/cpu_ops/onednn_conv.cc built with paddle.utils.cpp_extension against
     the wheel's own libdnnl.so.3. The wheel ships only shim headers (dnnl.hpp includes a
     missing oneapi/dnnl/dnnl.hpp), so ``include`` is oneDNN's devel headers, e.g.
     ``pip download onednn-devel-cpu-gomp==2023.2.0 --no-deps`` (oneDNN 3.2, the version
@@ -255,6 +255,23 @@ def use_onednn_op(model, include: str, plain: int = 0, min_kernel: int = 1) -> i
             return y
         layer.forward = fwd
         n += 1
+    return n
+
+
+def silu_op():
+    """The trainer's SiLU op (ppyolo_slim/engine/cpu_ops/silu_op.cc), built as the trainer builds it."""
+    from ppyolo_slim.engine.cpu_ops import silu_module
+    return silu_module()
+
+
+def use_silu_op(model) -> int:
+    """Every nn.Silu of ``model`` computes through the custom op. Returns how many."""
+    import paddle.nn as nn
+    op, n = silu_op(), 0
+    for layer in model.sublayers(include_self=True):
+        if isinstance(layer, nn.Silu):
+            layer.forward = op.silu_op
+            n += 1
     return n
 
 
@@ -453,13 +470,15 @@ class Model:
         self.t = np.asarray(t, dtype="float32")
         self.include = a.onednn_include
 
-    def eager(self, fwd_wrap=None, f=None, op_plain=None, op_min_kernel=1):
+    def eager(self, fwd_wrap=None, f=None, op_plain=None, op_min_kernel=1, silu=False):
         import paddle
         from ppyolo_slim.model import build_model
         m = build_model(self.meta)
         m.set_state_dict({k: paddle.to_tensor(v) for k, v in self.init.items()})
         m.train()
         n_op = use_onednn_op(m, self.include, op_plain, op_min_kernel) if op_plain is not None else None
+        if silu:
+            use_silu_op(m)
         opt = paddle.optimizer.Momentum(0.01, 0.9, parameters=m.parameters())
         return eager_step(m, opt, fwd_wrap, f, n_op, lambda out: self.loss(out, self.t)[0],
                           paddle.to_tensor(self.x))
@@ -480,6 +499,8 @@ def model_candidates(a):
         c["to_static+FLAGS_use_mkldnn"] = lambda: mb.eager(to_static_wrap(None), f={"FLAGS_use_mkldnn": True})
     c["dygraph+custom oneDNN conv op"] = lambda: mb.eager(op_plain=0)
     c["dygraph+custom oneDNN conv op (kernel > 1 only)"] = lambda: mb.eager(op_plain=0, op_min_kernel=2)
+    c["dygraph+custom SiLU op"] = lambda: mb.eager(silu=True)
+    c["dygraph+custom oneDNN conv op+custom SiLU op"] = lambda: mb.eager(op_plain=0, silu=True)
     return c
 
 
@@ -536,7 +557,8 @@ def parse_verbose(text: str) -> Dict[str, Any]:
 def run_probe(a, name: str) -> Dict[str, Any]:
     env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
     cmd = [sys.executable, os.path.abspath(__file__), a.part, "--probe", name, "--threads", str(a.threads),
-           "--batch", str(a.batch), "--size", str(a.size), "--onednn-include", a.onednn_include]
+           "--batch", str(a.batch), "--size", str(a.size), "--onednn-include", a.onednn_include,
+           *(["--keep-freed-memory"] if a.keep_freed_memory else [])]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=C.REPO)
     out = parse_verbose(r.stdout)
     if r.returncode != 0:
@@ -579,6 +601,9 @@ def main(argv=None):
     ap.add_argument("--onednn-include", default=os.path.join(C.WORK, "onednn-include"),
                     help="oneDNN devel headers for the custom op (default benchmarks/work/onednn-include)")
     ap.add_argument("--no-probe", action="store_true", help="skip the ONEDNN_VERBOSE child runs")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="glibc malloc keeps freed blocks (ppyolo_slim.utils.runtime.keep_freed_memory, what "
+                         "the trainer does since 2026-12-01) for every candidate; its own results section")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -587,6 +612,11 @@ def main(argv=None):
     a.size = a.size or (64 if a.part == "micro" else 256)
     a.rounds = a.rounds or (2 if a.quick else (9 if a.part == "micro" else 7))
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    if a.keep_freed_memory:
+        sys.path.insert(0, C.REPO)
+        from ppyolo_slim.utils.runtime import keep_freed_memory
+        if not keep_freed_memory():
+            ap.error("--keep-freed-memory: glibc's mallopt is not available here")
     if a.probe:
         return probe(a)
 
@@ -633,7 +663,7 @@ def main(argv=None):
               f"grads {e.get('grads_vs_dygraph', {}).get('allclose')}  "
               f"onednn {e.get('onednn', {}).get('primitives_in_one_step')}", flush=True)
 
-    key = f"{a.part} paddle {paddle.__version__} {ir_name()}"
+    key = f"{a.part} paddle {paddle.__version__} {ir_name()}" + (" malloc-kept" if a.keep_freed_memory else "")
     section = {"settings": {"threads": a.threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                             "batch": a.batch, "size": a.size, "rounds": a.rounds, "warmup": a.warmup,
                             "what": ("conv3x3 32->64 + BN + SiLU, conv3x3 64->64 + BN + SiLU, loss mean(y*w), SGD"

@@ -118,6 +118,9 @@ def main(argv=None) -> int:
                          "cores make both stall unevenly; use the core count on a quiet one)")
     ap.add_argument("--tag", help="write results/peer_TAG.json (a variant beside the main table, e.g. our "
                                   "side run by another interpreter with another Paddle)")
+    ap.add_argument("--cpu-ops", choices=["auto", "none"], default="auto",
+                    help="our model's SiLUs and convs on the trainer's custom CPU ops (its cpu_ops key, "
+                         "engine/cpu_ops; auto: what builds here) or on Paddle's kernels (none)")
     ap.add_argument("--quick", action="store_true", help="smoke run: batch 2, 64 px, 1 window each")
     a = ap.parse_args(argv)
     if a.quick:
@@ -166,7 +169,9 @@ def main(argv=None) -> int:
         np.save(xp, x), np.save(tp, t)
         peer.call("setup_train", nc=a.nc, img_size=a.img_size, batch=a.batch, threads=a.threads,
                   images=xp, targets=tp)
-        ours = OursTrainStep(a.nc, a.img_size, x, t)
+        ours = OursTrainStep(a.nc, a.img_size, x, t, cpu_ops=a.cpu_ops)
+        result["ours_cpu_ops"] = ours.cpu_ops
+        print(f"our side: cpu_ops {a.cpu_ops} -> {ours.cpu_ops}", flush=True)
         ours.steps(2)                       # warm-up
         peer.call("train", steps=2)
         pause()

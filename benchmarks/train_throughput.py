@@ -32,6 +32,7 @@ SETTINGS = {
     "cache_images=false": ["cache_images=false"],
     # "env:K=V" entries go to the child's environment, not its config
     "glibc malloc defaults": ["env:PPYOLO_SLIM_MALLOC=default"],
+    "cpu_ops=none (Paddle's kernels)": ["cpu_ops=none"],
 }
 
 

@@ -44,6 +44,7 @@ _CORE: Dict[str, Any] = {
     "seed": 0,
     "device": "auto",              # auto, cpu, gpu, gpu:N
     "threads": 0,                  # CPU math threads per process; 0: all cores (import paddle sets 1)
+    "cpu_ops": "auto",             # CPU training: SiLU/conv custom ops that build here (engine/cpu_ops); none
     "amp": False,                  # GPU only
     "cache_images": False,
     "optimizer": {
@@ -125,6 +126,7 @@ _CORE_RANGES: Dict[str, tuple] = {
                       "three rows (P3, P4, P5) of the same number of w,h pairs > 0"),
     "img_size": _MULTIPLE_OF_32, "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1,
     "nominal_batch_size": AT_LEAST_1, "workers": AT_LEAST_0, "threads": AT_LEAST_0,
+    "cpu_ops": one_of("auto", "none"),
     "device": (lambda v: v in ("auto", "cpu", "gpu") or (v.startswith("gpu:") and v[4:].isdigit()),
                "auto, cpu, gpu or gpu:N"),
     "optimizer.type": one_of("SGD", "Adam", "AdamW"),

@@ -7,7 +7,7 @@ environment has, and for the other set (setup.py's ``PPYOLO_SLIM_PADDLE=2`` or `
 1. creates ``.venv-paddle<N>`` in the repository (kept and reused on a later run);
 2. installs the package into it from the package registries, the same two steps as for any
    install of that set: ``PPYOLO_SLIM_PADDLE=N pip install -e ".[test]"``, then
-   ``pip install --no-deps paddleslim==2.6.0 tensorrt-stubs==10.13.0.35.1``;
+   ``pip install --no-deps paddleslim==2.6.0 onednn-devel-cpu-gomp==2023.2.0 tensorrt-stubs==10.13.0.35.1``;
 3. runs the compatibility subset there: ``pytest -m compat`` (the tests marked ``compat``,
    which cover train, sparsity, PaddleSlim pruning, distillation, quantization, export checked
    in onnxruntime, Paddle Inference and the TensorRT builder's CPU check). ``--full`` runs the
@@ -34,7 +34,9 @@ SETS = {"2": "Paddle 2.6.2", "3": "Paddle 3.3"}
 # PaddleSlim goes in without its dependencies on both sets: on the Paddle 3 set its
 # opencv-python==4.6.0.66 pin (numpy 1.x) would break numpy 2; on 2.6 it is already there.
 # tensorrt-stubs' own dependency (tensorrt) cannot install on a machine without NVIDIA's index.
-NO_DEPS = ["paddleslim==2.6.0", "tensorrt-stubs==10.13.0.35.1"]
+# onednn-devel-cpu-gomp: oneDNN's headers for the trainer's conv op (engine/cpu_ops); its own
+# dependency is a second oneDNN library the op does not use.
+NO_DEPS = ["paddleslim==2.6.0", "onednn-devel-cpu-gomp==2023.2.0", "tensorrt-stubs==10.13.0.35.1"]
 
 
 def current_set() -> str | None:

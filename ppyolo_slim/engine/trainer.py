@@ -135,6 +135,11 @@ class Trainer:
         self.model.train()
         for h, extra in zip(hooks, extras):   # before EMA and optimizer see the model
             h.wrap(cfg, self.model, extra)
+        self.cpu_ops = {}
+        if self.device == "cpu" and not hooks:   # QAT wraps layers its own way: left alone
+            from .cpu_ops import use_cpu_ops
+            self.cpu_ops = use_cpu_ops(self.model, cfg["cpu_ops"],
+                                       log=(lambda m: print(m, file=sys.stderr)) if self.rank == 0 else (lambda m: None))
         self.core = self.model
         if self.world > 1:
             self.model = paddle.DataParallel(self.core)
@@ -254,7 +259,8 @@ class Trainer:
         summary = {"epochs": self.epochs, "best_fitness": self.best_fitness,
                    "train_s": time.time() - t_start, "history": self.history,
                    "best": os.path.join(self.out, "best.pdparams"),
-                   "last": os.path.join(self.out, "last.pdparams")}
+                   "last": os.path.join(self.out, "last.pdparams"),
+                   "cpu_ops": self.cpu_ops}      # layers on the custom CPU ops (engine/cpu_ops)
         if self.world > 1:
             summary["rank_weight_digests"] = self._gather_digests()
         if self.rank == 0:
