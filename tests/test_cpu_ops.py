@@ -105,3 +105,13 @@ def test_the_trainer_trains_on_them_on_the_cpu(tiny_data, tmp_path):
     for k in ("box_loss", "obj_loss", "cls_loss"):
         a, b = fast["history"][-1][k], plain["history"][-1][k]
         assert abs(a - b) <= 1e-3 * abs(b), (k, a, b)
+
+
+def test_an_unwritable_cache_is_said_not_raised(tmp_path, monkeypatch):
+    """A read-only cache folder costs the speed, not the training run."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(cpu_ops.CACHE_ENV, str(blocker))
+    monkeypatch.setattr(cpu_ops, "_LOADED", {})
+    with pytest.raises(cpu_ops.CpuOpsUnavailable, match=r"building silu_op\.cc in .* failed"):
+        cpu_ops.silu_module()

@@ -81,24 +81,35 @@ def _load(name: str, source: str, **kw):
         warnings.filterwarnings("ignore", message="No ccache found")   # said at its import
         from paddle.utils.cpp_extension import load
     with open(source, "rb") as f:
-        digest = hashlib.sha1(f.read() + repr(sorted(kw.items())).encode()).hexdigest()[:12]
+        # -march=native: a home folder shared by machines with other CPUs must not share builds
+        digest = hashlib.sha1(f.read() + repr(sorted(kw.items())).encode() + _cpu_flags()).hexdigest()[:12]
     build = os.path.join(cache_dir(), f"{name}-{digest}")
     # Paddle's builder logs at INFO and prints "Compiling user custom op": not for the user
     quiet = logging.getLogger("utils.cpp_extension")
     level = quiet.level
-    with _lock(build + ".lock"), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="No ccache found")
-        os.makedirs(build, exist_ok=True)
-        quiet.setLevel(logging.WARNING)
-        try:
+    try:
+        with _lock(build + ".lock"), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No ccache found")
+            os.makedirs(build, exist_ok=True)
+            quiet.setLevel(logging.WARNING)
             mod = load(name=f"ppyolo_slim_{name}", sources=[source], build_directory=build, verbose=False, **kw)
-        except Exception as e:     # a compiler or linker error: say it, train on Paddle's kernels
-            lines = [line for line in str(e).splitlines() if line.strip()]
-            raise CpuOpsUnavailable(f"building {os.path.basename(source)} failed: {lines[-1] if lines else e}") from None
-        finally:
-            quiet.setLevel(level)
+    except Exception as e:     # a compiler or linker error, an unwritable cache: say it, train on
+        lines = [line for line in str(e).splitlines() if line.strip()]     # Paddle's kernels
+        raise CpuOpsUnavailable(f"building {os.path.basename(source)} in {build} failed: "
+                                f"{lines[-1] if lines else type(e).__name__}") from None
+    finally:
+        quiet.setLevel(level)
     _LOADED[name] = mod
     return mod
+
+
+def _cpu_flags() -> bytes:
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            return next((line for line in f if line.startswith(b"flags")), b"")
+    except OSError:
+        import platform
+        return platform.processor().encode()
 
 
 def silu_module():
