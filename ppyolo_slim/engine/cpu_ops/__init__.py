@@ -86,12 +86,13 @@ def _load(name: str, source: str, **kw):
     build = os.path.join(cache_dir(), f"{name}-{digest}")
     # Paddle's builder logs at INFO and prints "Compiling user custom op": not for the user
     quiet = logging.getLogger("utils.cpp_extension")
-    level = quiet.level
+    level, warn_env = quiet.level, os.environ.get("PYTHONWARNINGS")
     try:
         with _lock(build + ".lock"), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="No ccache found")
             os.makedirs(build, exist_ok=True)
             quiet.setLevel(logging.WARNING)
+            os.environ["PYTHONWARNINGS"] = "ignore"    # the build's own python run: its import warnings
             mod = load(name=f"ppyolo_slim_{name}", sources=[source], build_directory=build, verbose=False, **kw)
     except Exception as e:     # a compiler or linker error, an unwritable cache: say it, train on
         lines = [line for line in str(e).splitlines() if line.strip()]     # Paddle's kernels
@@ -99,6 +100,10 @@ def _load(name: str, source: str, **kw):
                                 f"{lines[-1] if lines else type(e).__name__}") from None
     finally:
         quiet.setLevel(level)
+        if warn_env is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = warn_env
     _LOADED[name] = mod
     return mod
 
