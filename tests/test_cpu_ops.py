@@ -27,6 +27,7 @@ def _fwd_bwd(layer, x, gy):
     return y.numpy(), x.grad.numpy(), grads
 
 
+@pytest.mark.compat
 def test_silu_op_matches_paddles_silu_forward_and_backward():
     _need(cpu_ops.silu_module)
     rs = np.random.RandomState(0)
@@ -41,6 +42,7 @@ def test_silu_op_matches_paddles_silu_forward_and_backward():
     assert not np.array_equal(y1, x)        # it computed something
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("k,s,p,bias", [(6, 2, 2, False), (3, 1, 1, False), (3, 2, 1, False), (3, 1, 1, True)])
 def test_onednn_conv_op_matches_paddles_conv(k, s, p, bias):
     _need(cpu_ops.conv_module)
