@@ -117,3 +117,13 @@ def test_an_unwritable_cache_is_said_not_raised(tmp_path, monkeypatch):
     monkeypatch.setattr(cpu_ops, "_LOADED", {})
     with pytest.raises(cpu_ops.CpuOpsUnavailable, match=r"building silu_op\.cc in .* failed"):
         cpu_ops.silu_module()
+
+
+def test_convs_the_op_does_not_compute_stay_paddles():
+    assert not cpu_ops.conv_fits(nn.Conv2D(4, 4, 1))                       # 1x1: Paddle's GEMM
+    assert not cpu_ops.conv_fits(nn.Conv2D(4, 4, 3, padding="same"))
+    assert not cpu_ops.conv_fits(nn.Conv2D(4, 4, 3, padding=[1, 0]))
+    assert not cpu_ops.conv_fits(nn.Conv2D(4, 4, 3, padding=1, groups=2))
+    assert not cpu_ops.conv_fits(nn.Conv2D(4, 4, 3, padding=2, dilation=2))
+    assert not cpu_ops.conv_fits(nn.Conv2D(4, 4, 3, stride=[1, 2], padding=1))
+    assert cpu_ops.conv_fits(nn.Conv2D(4, 4, 3, stride=2, padding=1))

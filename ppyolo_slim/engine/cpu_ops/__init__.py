@@ -152,9 +152,11 @@ class FastConv2D(nn.Conv2D):
 
 
 def _pad(layer: nn.Conv2D) -> Optional[int]:
+    """The one symmetric integer padding, else None ('same', 'valid', per-side pads)."""
     p = layer._padding
-    pads = [p] * 2 if isinstance(p, int) else list(p)
-    return pads[0] if len(pads) == 2 and pads[0] == pads[1] else None
+    pads = [p] * 2 if isinstance(p, int) else list(p) if isinstance(p, (list, tuple)) else []
+    ok = len(pads) == 2 and all(isinstance(v, int) for v in pads) and pads[0] == pads[1]
+    return pads[0] if ok else None
 
 
 def conv_fits(layer: nn.Layer) -> bool:
