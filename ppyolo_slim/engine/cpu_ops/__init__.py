@@ -73,7 +73,9 @@ def _lock(path: str):
 
 
 def _load(name: str, source: str, **kw):
-    if name in _LOADED:
+    if name in _LOADED:             # a build that failed is not tried again in this process
+        if isinstance(_LOADED[name], CpuOpsUnavailable):
+            raise _LOADED[name]
         return _LOADED[name]
     if not (shutil.which("c++") or shutil.which("g++")):
         raise CpuOpsUnavailable("no C++ compiler (c++ or g++) on PATH")
@@ -96,8 +98,9 @@ def _load(name: str, source: str, **kw):
             mod = load(name=f"ppyolo_slim_{name}", sources=[source], build_directory=build, verbose=False, **kw)
     except Exception as e:     # a compiler or linker error, an unwritable cache: say it, train on
         lines = [line for line in str(e).splitlines() if line.strip()]     # Paddle's kernels
-        raise CpuOpsUnavailable(f"building {os.path.basename(source)} in {build} failed: "
-                                f"{lines[-1] if lines else type(e).__name__}") from None
+        _LOADED[name] = CpuOpsUnavailable(f"building {os.path.basename(source)} in {build} failed: "
+                                          f"{lines[-1] if lines else type(e).__name__}")
+        raise _LOADED[name] from None
     finally:
         quiet.setLevel(level)
         if warn_env is None:
@@ -119,7 +122,7 @@ def _cpu_flags() -> bytes:
 
 def silu_module():
     return _load("silu_op", os.path.join(HERE, "silu_op.cc"),
-                 extra_cxx_cflags=["-O3", "-ffast-math", "-march=native", "-fopenmp-simd"])
+                 extra_cxx_cflags=["-O3", "-ffast-math", "-fno-finite-math-only", "-march=native", "-fopenmp-simd"])
 
 
 def conv_module():

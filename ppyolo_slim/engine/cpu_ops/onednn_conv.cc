@@ -3,6 +3,7 @@
 // paddle/include/third_party). The convolution primitives pick their own layouts
 // (format_tag::any) and the tensors are reordered from and to NCHW / OIHW around them, as
 // Paddle's static-graph oneDNN kernels do. Primitives are cached by shape.
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -140,8 +141,9 @@ std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x, const paddle::
   memory dwm = P.bwd_w_pd.diff_weights_desc() == P.w_md ? dwu : scratch(P.bwd_w_pd.diff_weights_desc(), keep);
   P.bwd_w.execute(strm(), {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}});
   back(dwm, dwu);
-  if (!need_dx) {  // x is an input without gradient (the image): dx is never read
-    strm().wait();
+  if (!need_dx) {  // x is an input without gradient (the image): dx is never read, but zeroed so
+    strm().wait();  // that a NaN check over all gradients (FLAGS_check_nan_inf) sees no garbage
+    std::fill(dx.data<float>(), dx.data<float>() + dx.numel(), 0.0f);
     return {dx, dw};
   }
   // data

@@ -6,10 +6,15 @@
 #include <cmath>
 #include <vector>
 
-static inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+// The argument is clamped: exp(89) overflows float, and under -ffast-math (which the vectorised
+// expf needs) 1 / (1 + inf) gives NaN, not 0. At |v| = 88 the sigmoid is 0 or 1 in float anyway.
+static inline float sigmoid(float v) {
+  return 1.0f / (1.0f + std::exp(-std::fmin(std::fmax(v, -88.0f), 88.0f)));
+}
 
 std::vector<paddle::Tensor> SiluForward(const paddle::Tensor& x) {
   PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32, "silu_op: float32 CPU tensors only");
+  PD_CHECK(x.numel() > 0, "silu_op: an empty tensor");
   auto y = paddle::empty(x.shape(), x.dtype(), x.place());
   const float* in = x.data<float>();
   float* out = y.data<float>();
