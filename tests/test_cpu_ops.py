@@ -45,7 +45,7 @@ def test_silu_op_matches_paddles_silu_forward_and_backward():
     y1, gx1, _ = _fwd_bwd(fast, far, np.ones_like(far))
     assert np.isfinite(y1).all() and np.isfinite(gx1).all()     # exp overflow under -ffast-math
     np.testing.assert_allclose(y1, np.where(far > 0, far, 0), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(gx1, np.where(far > 0, 1.0, 0.0), atol=1e-6)
+    np.testing.assert_allclose(gx1, np.where(far > 0, 1.0, 0.0), atol=1e-5)
 
 
 @pytest.mark.compat
