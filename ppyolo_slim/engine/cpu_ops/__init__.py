@@ -39,6 +39,7 @@ ONEDNN_HEADERS = "onednn-devel-cpu-gomp==2023.2.0"
 INCLUDE_ENV = "PPYOLO_SLIM_ONEDNN_INCLUDE"
 CACHE_ENV = "PPYOLO_SLIM_CACHE"
 _LOADED: Dict[str, object] = {}
+_SAID: set = set()
 
 
 class CpuOpsUnavailable(RuntimeError):
@@ -189,6 +190,8 @@ def use_cpu_ops(model: nn.Layer, mode: str = "auto", log: Callable[[str], None] 
             if fits(layer):
                 layer.__class__ = cls
                 done[kind] += 1
-    if missing:
-        log("cpu_ops: Paddle's own kernels for " + "; ".join(missing))
+    said = "cpu_ops: Paddle's own kernels for " + "; ".join(missing)
+    if missing and said not in _SAID:      # once a process (the pipeline trains several stages)
+        _SAID.add(said)
+        log(said)
     return done
