@@ -186,8 +186,6 @@ def compare(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> Dict[str,
 
 
 # --------------------------------------------------------------------------- custom op
-OP_SRC = os.path.join(C.REPO, "ppyolo_slim", "engine", "cpu_ops", "onednn_conv.cc")   # the trainer's op
-_OP = [None]
 
 
 def eager_step(m, opt, fwd_wrap, f, n_op, loss_of, x):
@@ -210,45 +208,31 @@ def eager_step(m, opt, fwd_wrap, f, n_op, loss_of, x):
 
 
 def onednn_op(include: str):
-    """ppyolo_slim/engine/cpu_ops/onednn_conv.cc built with paddle.utils.cpp_extension against
-    the wheel's own libdnnl.so.3. The wheel ships only shim headers (dnnl.hpp includes a
-    missing oneapi/dnnl/dnnl.hpp), so ``include`` is oneDNN's devel headers, e.g.
-    ``pip download onednn-devel-cpu-gomp==2023.2.0 --no-deps`` (oneDNN 3.2, the version
-    Paddle 2.6 ships) unpacked: its ``.data/data/include``."""
-    if _OP[0] is None:
-        import paddle
-        from paddle.utils.cpp_extension import load
-        include = os.path.abspath(include)   # the build runs in its own folder
-        if not os.path.exists(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
-            raise FileNotFoundError(f"no oneDNN headers in {include} (see --onednn-include)")
-        libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
-        build = os.path.join(C.WORK, f"onednn_conv_build_{paddle.__version__}")
-        os.makedirs(build, exist_ok=True)
-        _OP[0] = load(name="onednn_conv_ext", sources=[OP_SRC], extra_include_paths=[include],
-                      extra_ldflags=[f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}"],
-                      extra_cxx_cflags=["-O2"], build_directory=build, verbose=False)
-    return _OP[0]
+    """The trainer's oneDNN conv op (ppyolo_slim/engine/cpu_ops/onednn_conv.cc), built as the
+    trainer builds it, against the wheel's own libdnnl.so.3. ``include``: oneDNN's devel
+    headers (the wheel ships only shims), e.g. ``pip download onednn-devel-cpu-gomp==2023.2.0
+    --no-deps`` unpacked: its ``.data/data/include``; used when it holds them, else the
+    trainer's search (the venv's include/)."""
+    from ppyolo_slim.engine import cpu_ops
+    include = os.path.abspath(include)
+    if os.path.isfile(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
+        os.environ[cpu_ops.INCLUDE_ENV] = include
+    return cpu_ops.conv_module()
 
 
 def use_onednn_op(model, include: str, plain: int = 0, min_kernel: int = 1) -> int:
-    """Every plain Conv2D of ``model`` (NCHW, groups 1, dilation 1, equal strides and
-    symmetric equal padding, kernel >= ``min_kernel``) computes through the custom op; the
-    bias (Detect's) is added eagerly. The input gradient is skipped for an input that needs
+    """Every conv of ``model`` the op computes (``cpu_ops.conv_fits``, kernel >= ``min_kernel``)
+    computes through it, activations in the primitives' layouts (``plain`` 0) or kept NCHW (1);
+    the bias (Detect's) is added eagerly. The input gradient is skipped for an input that needs
     none (the image). Returns how many convs were switched."""
-    import paddle.nn as nn
+    from ppyolo_slim.engine.cpu_ops import conv_fits, conv_padding
     op = onednn_op(include)
     n = 0
     for layer in model.sublayers(include_self=True):
-        if type(layer) is not nn.Conv2D:
-            continue
-        pad = layer._padding
-        pads = [pad] * 2 if isinstance(pad, int) else list(pad)
-        if (layer._groups != 1 or layer._data_format != "NCHW" or list(layer._dilation) != [1, 1]
-                or len(set(layer._stride)) != 1 or len(pads) != 2 or len(set(pads)) != 1
-                or layer._padding_mode != "zeros" or max(layer._kernel_size) < min_kernel):
+        if not conv_fits(layer, min_kernel):
             continue
 
-        def fwd(x, layer=layer, s=int(layer._stride[0]), p=int(pads[0])):
+        def fwd(x, layer=layer, s=int(layer._stride[0]), p=conv_padding(layer)):
             y = op.onednn_conv2d(x, layer.weight, s, p, plain, 0 if x.stop_gradient else 1)
             if layer.bias is not None:
                 y = y + layer.bias.reshape([1, -1, 1, 1])

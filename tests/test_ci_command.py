@@ -53,3 +53,13 @@ def test_every_install_names_the_same_paddleslim():
     job = readme.split("# the whole job on the embedded default data", 1)[1].split("\n", 2)[1]
     assert want in job and want in _readme_test_command()[0]
     assert f"paddleslim=={pinned[0]}" in load_tool("test_other_set").NO_DEPS
+
+
+def test_every_install_names_the_oneDNN_headers_the_trainer_asks_for():
+    """The conv op's headers (engine/cpu_ops) come from the same --no-deps step everywhere."""
+    from ppyolo_slim.engine.cpu_ops import ONEDNN_HEADERS
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    job = readme.split("# the whole job on the embedded default data", 1)[1].split("\n", 2)[1]
+    for command in (job, _readme_test_command()[0]):
+        assert re.search(r"pip install --no-deps [^&]*" + re.escape(ONEDNN_HEADERS), command), command
+    assert ONEDNN_HEADERS in load_tool("test_other_set").NO_DEPS

@@ -76,9 +76,6 @@ def test_pipeline_tool_passes_the_stage_configs(monkeypatch):
         def __init__(self, *args, **kw):
             seen.update(kw, args=args)
 
-        def check_requirements(self):
-            pass
-
         def run(self, until):
             return {"done": {}}
     monkeypatch.setattr(ppyolo_slim.pipeline, "Pipeline", Pipeline)

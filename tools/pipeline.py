@@ -51,12 +51,16 @@ def main(argv=None):
     try:   # settings and the state of an earlier run: wrong ones are the command's fault
         pipeline = Pipeline(args.output, args.opt, fresh=args.fresh, progress=not args.no_progress,
                             configs={"sparse": args.sparse_config, "finetune": args.finetune_config})
-        pipeline.check_requirements()
-    except (ConfigError, ValueError, OSError, ModuleNotFoundError) as e:
+    except (ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return cli.USAGE
     try:
         state = pipeline.run(args.until)
+    except ModuleNotFoundError as e:    # a missing PaddleSlim, said by run() before any stage ran
+        if e.name != "paddleslim":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return cli.USAGE
     except (ConfigError, ValueError, OSError, RuntimeError) as e:   # OSError: full disk, permissions
         print(f"error: {e}", file=sys.stderr)
         return cli.FAILED

@@ -150,12 +150,12 @@ class FastConv2D(nn.Conv2D):
     def forward(self, x):
         if not _on_op(self, x):
             return super().forward(x)
-        y = conv_module().onednn_conv2d(x, self.weight, int(self._stride[0]), int(_pad(self)), 0,
+        y = conv_module().onednn_conv2d(x, self.weight, int(self._stride[0]), conv_padding(self), 0,
                                         0 if x.stop_gradient else 1)
         return y if self.bias is None else y + self.bias.reshape([1, -1, 1, 1])
 
 
-def _pad(layer: nn.Conv2D) -> Optional[int]:
+def conv_padding(layer: nn.Conv2D) -> Optional[int]:
     """The one symmetric integer padding, else None ('same', 'valid', per-side pads)."""
     p = layer._padding
     pads = [p] * 2 if isinstance(p, int) else list(p) if isinstance(p, (list, tuple)) else []
@@ -163,13 +163,14 @@ def _pad(layer: nn.Conv2D) -> Optional[int]:
     return pads[0] if ok else None
 
 
-def conv_fits(layer: nn.Layer) -> bool:
+def conv_fits(layer: nn.Layer, min_kernel: int = 2) -> bool:
     """What the oneDNN op computes: a plain NCHW conv, groups 1, no dilation, one stride, one
-    symmetric zero padding, kernel > 1 (1x1 convs are faster in Paddle's GEMM than with the
-    op's layout reorders: benchmarks/README.md, training-speed levers)."""
+    symmetric zero padding, kernel >= ``min_kernel`` (2: 1x1 convs are faster in Paddle's GEMM
+    than with the op's layout reorders: benchmarks/README.md, training-speed levers)."""
     return (type(layer) is nn.Conv2D and layer._groups == 1 and layer._data_format == "NCHW"
-            and list(layer._dilation) == [1, 1] and len(set(layer._stride)) == 1 and _pad(layer) is not None
-            and layer._padding_mode == "zeros" and max(layer._kernel_size) > 1)
+            and list(layer._dilation) == [1, 1] and len(set(layer._stride)) == 1
+            and conv_padding(layer) is not None and layer._padding_mode == "zeros"
+            and max(layer._kernel_size) >= min_kernel)
 
 
 def use_cpu_ops(model: nn.Layer, mode: str = "auto", log: Callable[[str], None] = print) -> Dict[str, int]:
